@@ -1,0 +1,104 @@
+"""Checkpoint I/O (DESIGN.md section 2).
+
+A checkpoint is a directory: the backbone's HF ``save_pretrained`` files and its
+tokenizer/processor files, ``rmserve.json`` (format, backbone architecture, pooling, head
+specs, normalisation, template, safety categories) and ``heads.safetensors`` (head weights).
+A plain HF ``*ForSequenceClassification`` directory (no ``rmserve.json``) loads as it is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoModelForSequenceClassification,
+)
+
+from .families import detect_family
+from .heads import HeadSpec
+from .processors import load_processor
+from .reward_model import DTYPES, RewardModel
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "rmserve.json"
+HEADS_NAME = "heads.safetensors"
+
+
+def save_reward_model(model: RewardModel, path: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    model.backbone.save_pretrained(path)
+    model.processor.save_pretrained(path)
+    meta = {
+        "format": FORMAT_VERSION,
+        "backbone": (model.backbone.config.architectures or [type(model.backbone).__name__])[0],
+        "family": model.family_name,
+        "name": model.name,
+        "pooling": "last",
+        "heads": {name: spec.to_dict() for name, spec in model.head_specs.items()},
+        "normalize": model.normalize,
+        "max_length": model.max_length,
+        "template": {"chat_template": getattr(model.tokenizer, "chat_template", None)},
+        "safety_categories": model.head_specs["safety"].labels if "safety" in model.head_specs else [],
+        "untrained": model.untrained,
+        **model.extra_config,
+    }
+    with open(os.path.join(path, CONFIG_NAME), "w") as f:
+        json.dump(meta, f, indent=2)
+    state = {k: v.detach().float().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+    save_file(state, os.path.join(path, HEADS_NAME))
+
+
+def _load_backbone(path: str, family: str, torch_dtype):
+    kw = {"dtype": torch_dtype}
+    if family in ("qwen2_vl", "qwen2_5_vl", "llava_onevision"):
+        return AutoModelForImageTextToText.from_pretrained(path, **kw)
+    if family == "seq_cls":
+        return AutoModelForSequenceClassification.from_pretrained(path, **kw)
+    return AutoModelForCausalLM.from_pretrained(path, **kw)
+
+
+def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32") -> RewardModel:
+    """Load an rmserve checkpoint, or an HF sequence-classification reward model as it is."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model directory {path!r} does not exist")
+    torch_dtype = DTYPES[dtype]
+    meta_path = os.path.join(path, CONFIG_NAME)
+    config = AutoConfig.from_pretrained(path)
+    if not os.path.exists(meta_path):
+        if detect_family(config) != "seq_cls":
+            raise ValueError(f"{path} has no {CONFIG_NAME} and is not a *ForSequenceClassification model; "
+                             "convert it with `rmserve convert` or train one with rmserve-train")
+        backbone = _load_backbone(path, "seq_cls", torch_dtype).eval()
+        tokenizer = load_processor(path, config.model_type)
+        name = os.path.basename(os.path.normpath(path))
+        rm = RewardModel.from_sequence_classifier(backbone, tokenizer, name=name, path=path)
+        return rm.to_device(device, dtype).eval()
+    with open(meta_path) as f:
+        meta = json.load(f)
+    if meta.get("format") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path}: unsupported format {meta.get('format')!r} (expected {FORMAT_VERSION})")
+    if meta.get("pooling", "last") != "last":
+        raise ValueError(f"{meta_path}: unsupported pooling {meta['pooling']!r}")
+    family = meta.get("family") or detect_family(config)
+    backbone = _load_backbone(path, family, torch_dtype).eval()
+    processor = load_processor(path, config.model_type)
+    heads = {name: HeadSpec.from_dict(spec) for name, spec in meta["heads"].items()}
+    known = {"format", "backbone", "family", "name", "pooling", "heads", "normalize", "max_length", "template",
+             "safety_categories", "untrained"}
+    rm = RewardModel(backbone, processor, heads, family=family, name=meta.get("name") or os.path.basename(path),
+                     normalize=meta.get("normalize"), max_length=meta.get("max_length"), path=path,
+                     untrained=bool(meta.get("untrained", False)),
+                     extra_config={k: v for k, v in meta.items() if k not in known})
+    state = load_file(os.path.join(path, HEADS_NAME))
+    rm.heads.load_state_dict(state)
+    return rm.to_device(device, dtype).eval()
+
+
+__all__ = ["save_reward_model", "load_reward_model"]

@@ -1,0 +1,80 @@
+"""Image-text processors that work without torchvision.
+
+The stock Qwen2-VL / Qwen2.5-VL / LLaVA-OneVision processors insist on a video processor,
+and importing any video processor needs torchvision, which cannot be imported on our CPU
+machines. The subclasses here drop ``video_processor`` from ``__init__``'s signature (the
+ProcessorMixin derives its sub-processor list from that signature), so they construct and
+round-trip ``save_pretrained`` / ``from_pretrained`` with only a tokenizer and a PIL image
+processor. ``AutoProcessor`` silently returns a bare tokenizer for such directories, so
+``load_processor`` picks the class explicitly from the model type.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoTokenizer
+from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+    LlavaOnevisionImageProcessorPil,
+)
+from transformers.models.llava_onevision.processing_llava_onevision import LlavaOnevisionProcessor
+from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
+
+
+class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        kwargs.pop("video_processor", None)
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        kwargs.pop("video_processor", None)
+        super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+
+class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
+    # The named arguments are what save_pretrained writes to processor_config.json (it reads the signature).
+    def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None, vision_feature_select_strategy=None,
+                 chat_template=None, image_token="<image>", video_token="<video>", vision_aspect_ratio="anyres_max_9",
+                 **kwargs):
+        kwargs.pop("video_processor", None)
+        super().__init__(image_processor, tokenizer, None, num_image_tokens=num_image_tokens,
+                         vision_feature_select_strategy=vision_feature_select_strategy, chat_template=chat_template,
+                         image_token=image_token, video_token=video_token, vision_aspect_ratio=vision_aspect_ratio,
+                         **kwargs)
+
+
+PROCESSOR_CLASSES = {
+    "qwen2_vl": (Qwen2VLImageOnlyProcessor, Qwen2VLImageProcessorPil),
+    "qwen2_5_vl": (Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageProcessorPil),
+    "llava_onevision": (LlavaOnevisionImageOnlyProcessor, LlavaOnevisionImageProcessorPil),
+}
+
+
+def load_processor(path: str, model_type: str):
+    """Load the processor of a checkpoint directory: a multimodal processor or a tokenizer."""
+    if model_type in PROCESSOR_CLASSES:
+        processor_cls, image_processor_cls = PROCESSOR_CLASSES[model_type]
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        image_processor = image_processor_cls.from_pretrained(path)
+        # from_pretrained on the processor class would try to resolve a video processor too.
+        kwargs = {}
+        if model_type == "llava_onevision":
+            import json
+            import os
+
+            cfg_path = os.path.join(path, "processor_config.json")
+            if os.path.exists(cfg_path):
+                with open(cfg_path) as f:
+                    saved = json.load(f)
+                for key in ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
+                    if key in saved:
+                        kwargs[key] = saved[key]
+        return processor_cls(
+            image_processor=image_processor,
+            tokenizer=tokenizer,
+            chat_template=getattr(tokenizer, "chat_template", None),
+            **kwargs,
+        )
+    return AutoTokenizer.from_pretrained(path)

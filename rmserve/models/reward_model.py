@@ -1,0 +1,230 @@
+"""RewardModel: a backbone's final hidden state at the last real token, read by named heads.
+
+    item --encode--> EncodedItem --collate--> padded batch --forward--> {head: (B, out)}
+
+``encode`` is CPU work that is safe to run in preprocessing threads; ``score_batch`` runs one
+padded forward and is meant for a single worker thread. A sequence's scores do not depend on
+its batch neighbours or on the padding side: positions are computed per item, unpadded.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInput
+from .families import detect_family, make_family
+from .heads import Head, HeadSpec, build_heads
+from .pooling import pool_last
+from .template import render
+from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # (B, L)
+    attention_mask: torch.Tensor  # (B, L)
+    model_inputs: dict  # positions and vision tensors for the backbone
+
+    def to(self, device) -> Batch:
+        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.model_inputs.items()}
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved)
+
+
+class RewardModel(nn.Module):
+    def __init__(self, backbone, processor, heads: dict[str, HeadSpec], *, family: str | None = None,
+                 name: str = "reward-model", normalize: dict | None = None, max_length: int | None = None,
+                 path: str = "", untrained: bool = False, extra_config: dict | None = None):
+        super().__init__()
+        self.backbone = backbone
+        self.processor = processor
+        self.family_name = family or detect_family(backbone.config)
+        self.family = make_family(self.family_name, backbone, processor)
+        self.tokenizer = self.family.tokenizer
+        self.head_specs = dict(heads)
+        self.heads = build_heads(self.head_specs, self.hidden_size)
+        self.normalize = normalize or {}
+        self.name = name
+        self.path = path
+        self.untrained = untrained
+        self.extra_config = extra_config or {}
+        self.max_length = max_length or self._default_max_length()
+        self.padding_side = "right"
+        # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
+        self._tokenize_lock = threading.Lock()
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_backbone(cls, backbone, processor, heads: dict[str, HeadSpec], **kw) -> RewardModel:
+        return cls(backbone, processor, heads, **kw)
+
+    @classmethod
+    def from_sequence_classifier(cls, model, tokenizer, **kw) -> RewardModel:
+        """Wrap an HF ``*ForSequenceClassification`` (num_labels=1) as it is: its score layer becomes the head."""
+        score = model.score
+        if score.out_features != 1:
+            raise ValueError(f"expected num_labels=1, got {score.out_features}")
+        spec = HeadSpec(kind="linear", bias=score.bias is not None)
+        rm = cls(model, tokenizer, {"reward": spec}, family="seq_cls", **kw)
+        with torch.no_grad():
+            rm.heads["reward"].layers[0].weight.copy_(score.weight.float())
+            if score.bias is not None:
+                rm.heads["reward"].layers[0].bias.copy_(score.bias.float())
+        return rm
+
+    @property
+    def hidden_size(self) -> int:
+        cfg = self.backbone.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        return text_cfg.hidden_size
+
+    def _default_max_length(self) -> int:
+        cfg = self.backbone.config
+        text_cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        limits = [getattr(text_cfg, "max_position_embeddings", None), getattr(self.tokenizer, "model_max_length", None)]
+        limits = [n for n in limits if isinstance(n, int) and 0 < n < 10**7]
+        return min(limits) if limits else 4096
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def info(self) -> ModelInfo:
+        return ModelInfo(
+            name=self.name, family=self.family_name, path=self.path, heads=list(self.head_specs),
+            max_length=self.max_length, device=str(self.device), dtype=str(self.backbone.dtype).replace("torch.", ""),
+            multimodal=self.family.multimodal, untrained=self.untrained,
+            attribute_names=list(self.head_specs["attributes"].labels) if "attributes" in self.head_specs else [],
+            safety_categories=list(self.head_specs["safety"].labels) if "safety" in self.head_specs else [],
+        )
+
+    # ---- encoding (CPU, thread-safe) ------------------------------------------------------------
+    def encode_prompt(self, item: ScoreItem) -> tuple[list[int], dict, bool]:
+        prompt_text, _, templated = render(self.tokenizer, item, response="")
+        with self._tokenize_lock:
+            ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
+        return ids, vision, templated
+
+    def encode(self, item: ScoreItem) -> EncodedItem:
+        if not item.response or not item.response.strip():
+            raise InvalidInput("response must not be empty", param="response")
+        if item.images and not self.family.multimodal:
+            raise InvalidInput(f"model {self.name!r} is text-only and takes no images", param="images")
+        prompt_text, response_text, templated = render(self.tokenizer, item)
+        with self._tokenize_lock:
+            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
+            response_ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
+        if not response_ids:
+            raise InvalidInput("response tokenizes to nothing", param="response")
+        prompt_ids, truncated = self._fit_length(prompt_ids, len(response_ids), item.truncate)
+        input_ids = prompt_ids + list(response_ids)
+        vision.update(self.family.item_positions(input_ids, vision))
+        return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated,
+                           image_keys=tuple(item.image_hashes))
+
+    def _fit_length(self, prompt_ids: list[int], n_response: int, truncate: bool) -> tuple[list[int], bool]:
+        """Length policy: refuse by default; with ``truncate`` drop the oldest prompt text tokens.
+
+        Truncation never removes image tokens or the response: it drops text right after the last
+        image token (or from the start, for text-only prompts), i.e. the beginning of the question.
+        """
+        total = len(prompt_ids) + n_response
+        if total <= self.max_length:
+            return prompt_ids, False
+        if not truncate:
+            raise InvalidInput(
+                f"prompt + response is {total} tokens, over this model's limit of {self.max_length}; "
+                "shorten it or set 'truncate': true to drop the oldest prompt tokens",
+                param="response", code="too_long")
+        protected = 0
+        for i, tok in enumerate(prompt_ids):
+            if tok in self.family.image_token_ids:
+                protected = i + 1
+        excess = total - self.max_length
+        if len(prompt_ids) - protected < excess:
+            raise InvalidInput(
+                f"cannot truncate to {self.max_length} tokens: the response and images alone need "
+                f"{protected + n_response}", param="response", code="too_long")
+        return prompt_ids[:protected] + prompt_ids[protected + excess:], True
+
+    # ---- batching and forward -----------------------------------------------------------------
+    def collate(self, items: list[EncodedItem], padding_side: str | None = None) -> Batch:
+        side = padding_side or self.padding_side
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id or 0
+        length = max(it.num_tokens for it in items)
+        input_ids = torch.full((len(items), length), pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(items), length), dtype=torch.long)
+        for row, it in enumerate(items):
+            n = it.num_tokens
+            sl = slice(0, n) if side == "right" else slice(length - n, length)
+            input_ids[row, sl] = torch.tensor(it.input_ids)
+            attention_mask[row, sl] = 1
+        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask))
+
+    def base_model(self):
+        return getattr(self.backbone, "model", None) or self.backbone.base_model
+
+    def pooled_hidden(self, batch: Batch) -> torch.Tensor:
+        """(B, H) final hidden state at each row's last real token."""
+        out = self.base_model()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                use_cache=False, **batch.model_inputs)
+        return pool_last(out.last_hidden_state, batch.attention_mask)
+
+    def apply_heads(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = {name: head(pooled) for name, head in self.heads.items()}
+        reward = out["reward"][:, 0]
+        if self.normalize:
+            reward = (reward - self.normalize.get("mean", 0.0)) / self.normalize.get("std", 1.0)
+        out["reward"] = reward  # (B,)
+        return out
+
+    def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
+        return self.apply_heads(self.pooled_hidden(batch.to(self.device)))
+
+    @torch.inference_mode()
+    def score_batch(self, items: list[EncodedItem]) -> list[ScoreOutput]:
+        out = self.forward(self.collate(items))
+        rewards = out["reward"].tolist()
+        attrs = out["attributes"].tolist() if "attributes" in out else None
+        safety = torch.sigmoid(out["safety"]).tolist() if "safety" in out else None
+        attr_names = self.head_specs["attributes"].labels if attrs is not None else []
+        categories = self.head_specs["safety"].labels if safety is not None else []
+        return [
+            ScoreOutput(
+                reward=rewards[i],
+                attributes=dict(zip(attr_names, attrs[i], strict=True)) if attrs is not None else None,
+                safety=dict(zip(categories, safety[i], strict=True)) if safety is not None else None,
+            )
+            for i in range(len(items))
+        ]
+
+    def score(self, items: list[ScoreItem], batch_size: int = 16) -> list[ScoreOutput]:
+        """Convenience: encode and score in order (no server)."""
+        encoded = [self.encode(it) for it in items]
+        out: list[ScoreOutput] = []
+        for i in range(0, len(encoded), batch_size):
+            out.extend(self.score_batch(encoded[i:i + batch_size]))
+        return out
+
+    def warmup(self) -> None:
+        from PIL import Image
+
+        images = [Image.new("RGB", (56, 56), (128, 64, 32))] if self.family.multimodal else []
+        self.score([ScoreItem(prompt="warm up", response="ok", images=images)])
+
+    def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
+        self.backbone.to(device=device, dtype=DTYPES[dtype])
+        self.heads.to(device=device, dtype=torch.float32)
+        return self
+
+
+__all__ = ["RewardModel", "Batch", "Head", "DTYPES"]

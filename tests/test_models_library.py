@@ -1,0 +1,116 @@
+"""Model library behaviour: templates, heads, length policy, errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import random_image
+
+from rmserve.errors import InvalidInput
+from rmserve.models import HeadSpec, ScoreItem, load_reward_model, save_reward_model
+from rmserve.models.pooling import last_token_index
+from rmserve.models.tiny import build_tiny_reward_model
+
+
+def test_last_token_index_left_and_right():
+    mask = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    assert last_token_index(mask).tolist() == [2, 4, 4]
+
+
+@pytest.mark.parametrize("kind,activation", [("linear", "silu"), ("mlp", "silu"), ("mlp", "tanh"), ("mlp", "relu")])
+def test_head_kinds_round_trip(tmp_path, kind, activation):
+    heads = {
+        "reward": HeadSpec(kind=kind, width=16, activation=activation),
+        "attributes": HeadSpec(kind="linear", labels=["helpfulness", "correctness"]),
+        "safety": HeadSpec(kind="linear", labels=["S1", "S10"]),
+    }
+    model = build_tiny_reward_model("qwen2", heads=heads)
+    out = model.score([ScoreItem(prompt="hi", response="hello")])[0]
+    assert set(out.attributes) == {"helpfulness", "correctness"}
+    assert set(out.safety) == {"S1", "S10"} and all(0 < p < 1 for p in out.safety.values())
+    save_reward_model(model, str(tmp_path))
+    again = load_reward_model(str(tmp_path)).score([ScoreItem(prompt="hi", response="hello")])[0]
+    assert again.reward == pytest.approx(out.reward, abs=1e-6)
+    assert again.safety == pytest.approx(out.safety, abs=1e-6)
+
+
+def test_mlp_head_shape():
+    model = build_tiny_reward_model("qwen2", heads={"reward": HeadSpec(kind="mlp", width=24, layers=3)})
+    shapes = [tuple(layer.weight.shape) for layer in model.heads["reward"].layers]
+    assert shapes == [(24, 64), (24, 24), (1, 24)]
+
+
+def test_bad_head_specs():
+    with pytest.raises(ValueError, match="activation"):
+        HeadSpec(activation="softsign")
+    with pytest.raises(ValueError, match="reward"):
+        build_tiny_reward_model("qwen2", heads={"safety": HeadSpec(kind="linear", labels=["S1"])})
+
+
+def test_prompt_is_a_prefix_of_every_response(tiny_models):
+    """Responses to one prompt share the prompt's ids exactly (what prefix sharing relies on)."""
+    model = tiny_models("qwen2_5_vl")
+    img = random_image(56, 56)
+    prompt_ids, _, _ = model.encode_prompt(ScoreItem(prompt="Describe.", response="x", images=[img]))
+    for response in ["A red circle.", "Two blue squares and a triangle."]:
+        enc = model.encode(ScoreItem(prompt="Describe.", response=response, images=[img]))
+        assert enc.input_ids[: len(prompt_ids)] == prompt_ids
+        assert enc.input_ids[-1] == model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_messages_and_prompt_forms_agree(tiny_models):
+    model = tiny_models("qwen2")
+    a = model.encode(ScoreItem(prompt="hi there", response="hello"))
+    b = model.encode(ScoreItem(messages=[{"role": "user", "content": "hi there"}], response="hello"))
+    assert a.input_ids == b.input_ids
+
+
+@pytest.mark.parametrize("item,param", [
+    (ScoreItem(prompt="q", response="   "), "response"),
+    (ScoreItem(prompt=None, response="r"), "prompt"),
+    (ScoreItem(messages=[{"role": "assistant", "content": "x"}], response="r"), "messages.0.role"),
+    (ScoreItem(messages=[{"role": "robot", "content": "x"}], response="r"), "messages.0.role"),
+])
+def test_invalid_items_name_the_field(tiny_models, item, param):
+    with pytest.raises(InvalidInput) as err:
+        tiny_models("qwen2").encode(item)
+    assert err.value.param == param
+
+
+def test_text_model_refuses_images(tiny_models):
+    with pytest.raises(InvalidInput) as err:
+        tiny_models("qwen2").encode(ScoreItem(prompt="q", response="r", images=[random_image(28, 28)]))
+    assert err.value.param == "images"
+
+
+def test_too_long_is_refused_unless_truncate(tiny_models):
+    model = tiny_models("qwen2_5_vl")
+    old = model.max_length
+    model.max_length = 64
+    try:
+        img = random_image(56, 56)
+        long_prompt = "What colour is the shape? " * 40
+        with pytest.raises(InvalidInput) as err:
+            model.encode(ScoreItem(prompt=long_prompt, response="red", images=[img]))
+        assert err.value.param == "response" and err.value.code == "too_long"
+        enc = model.encode(ScoreItem(prompt=long_prompt, response="red", images=[img], truncate=True))
+        assert enc.num_tokens == 64 and enc.truncated
+        image_id = model.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        full = model.encode(ScoreItem(prompt="q", response="red", images=[img]))
+        assert enc.input_ids.count(image_id) == full.input_ids.count(image_id)
+        assert model.score_batch([enc])[0].reward == model.score_batch([enc])[0].reward
+        with pytest.raises(InvalidInput):  # the response alone is too long: truncation cannot help
+            model.encode(ScoreItem(prompt="q", response="red " * 200, images=[img], truncate=True))
+    finally:
+        model.max_length = old
+
+
+def test_default_model_is_deterministic_and_marked_untrained(default_model_dir, tmp_path, monkeypatch):
+    model = load_reward_model(default_model_dir)
+    assert model.info.untrained and model.info.multimodal
+    monkeypatch.setenv("RMSERVE_CACHE", str(tmp_path))
+    from rmserve.models import default_model_path
+
+    other = load_reward_model(default_model_path())
+    item = ScoreItem(prompt="Describe.", response="A red circle.", images=[random_image(56, 56)])
+    assert model.score([item])[0].reward == other.score([item])[0].reward
