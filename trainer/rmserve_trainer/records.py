@@ -1,0 +1,34 @@
+"""The one in-memory record every dataset reader produces and every trainer consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+
+@dataclass
+class PairRecord:
+    """A preference pair for one prompt (optionally with images).
+
+    ``prompt`` is a string or a list of chat messages (``{"role", "content"}``, ending with a user
+    turn). ``images`` are loaded PIL images (readers resolve paths against ``--image-root``).
+    ``*_reason`` are reference critiques (MM-RLHF) used by the critique trainer.
+    ``*_safety`` list the hazard categories (e.g. ``["S1"]``) a response falls under; empty = safe.
+    ``attributes`` maps response key ("chosen"/"rejected") to named scores (HelpSteer style).
+    ``source`` is "file:line" for error messages.
+    """
+
+    id: str
+    prompt: str | list[dict]
+    chosen: str
+    rejected: str
+    images: list[Image.Image] = field(default_factory=list)
+    chosen_reason: str | None = None
+    rejected_reason: str | None = None
+    margin: float = 0.0
+    category: str = ""
+    chosen_safety: list[str] | None = None
+    rejected_safety: list[str] | None = None
+    attributes: dict[str, dict[str, float]] | None = None
+    source: str = ""
