@@ -9,6 +9,7 @@ its batch neighbours or on the padding side: positions are computed per item, un
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ from ..errors import InvalidInput
 from .families import detect_family, make_family
 from .heads import Head, HeadSpec, build_heads
 from .pooling import pool_last
+from .prefix import find_groups, pooled_hidden_shared
 from .template import render
 from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
 
@@ -56,6 +58,8 @@ class RewardModel(nn.Module):
         self.extra_config = extra_config or {}
         self.max_length = max_length or self._default_max_length()
         self.padding_side = "right"
+        # Run a group's shared prompt (+ images) once when several responses to it are in one batch.
+        self.share_prefix = False
         # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
         self._tokenize_lock = threading.Lock()
 
@@ -126,8 +130,17 @@ class RewardModel(nn.Module):
         prompt_ids, truncated = self._fit_length(prompt_ids, len(response_ids), item.truncate)
         input_ids = prompt_ids + list(response_ids)
         vision.update(self.family.item_positions(input_ids, vision))
-        return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated,
-                           image_keys=tuple(item.image_hashes))
+        return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated, prefix_len=len(prompt_ids),
+                           image_keys=self._image_keys(item, vision))
+
+    @staticmethod
+    def _image_keys(item: ScoreItem, vision: dict) -> tuple[str, ...]:
+        """Content keys of the images: the wire's sha256 when known, else a hash of the pixels."""
+        if item.image_hashes:
+            return tuple(item.image_hashes)
+        if "pixel_values" not in vision:
+            return ()
+        return (hashlib.sha1(vision["pixel_values"].numpy().tobytes()).hexdigest(),)
 
     def _fit_length(self, prompt_ids: list[int], n_response: int, truncate: bool) -> tuple[list[int], bool]:
         """Length policy: refuse by default; with ``truncate`` drop the oldest prompt text tokens.
@@ -190,9 +203,21 @@ class RewardModel(nn.Module):
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.apply_heads(self.pooled_hidden(batch.to(self.device)))
 
+    def pooled_hidden_items(self, items: list[EncodedItem]) -> torch.Tensor:
+        """(B, H) pooled states for encoded items, running shared prompt prefixes once when enabled."""
+        groups, rest = find_groups(items) if self.share_prefix else ([], list(range(len(items))))
+        if not groups:
+            return self.pooled_hidden(self.collate(items).to(self.device))
+        pooled = torch.empty((len(items), self.hidden_size), device=self.device)
+        shared_rows = [i for g in groups for i in g]
+        pooled[shared_rows] = pooled_hidden_shared(self, items, groups).to(pooled.dtype)
+        if rest:
+            pooled[rest] = self.pooled_hidden(self.collate([items[i] for i in rest]).to(self.device)).to(pooled.dtype)
+        return pooled
+
     @torch.inference_mode()
     def score_batch(self, items: list[EncodedItem]) -> list[ScoreOutput]:
-        out = self.forward(self.collate(items))
+        out = self.apply_heads(self.pooled_hidden_items(items))
         rewards = out["reward"].tolist()
         attrs = out["attributes"].tolist() if "attributes" in out else None
         safety = torch.sigmoid(out["safety"]).tolist() if "safety" in out else None

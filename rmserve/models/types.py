@@ -38,6 +38,7 @@ class EncodedItem:
     vision: dict[str, Any] = field(default_factory=dict)
     image_keys: tuple[str, ...] = ()
     truncated: bool = False
+    prefix_len: int = 0  # number of leading prompt tokens (shared by every response to the same prompt)
 
     @property
     def num_tokens(self) -> int:

@@ -1,0 +1,97 @@
+"""Shared-prefix scoring: run a GRPO group's prompt (+ images) once, then its responses on top.
+
+In GRPO every prompt comes with G sampled responses, so most scored tokens are the same
+prefix again and again. Here the prefixes of several groups run once, left-padded, into a
+KV cache (vision encoder included); the cache rows are then repeated per response and the
+responses run as one right-padded batch with a mask over prefix + suffix and explicit
+positions (each row continues exactly where its own unpadded prefix ended; for Qwen-VL the
+3D M-RoPE ids of the full sequence are sliced). Each response's reward equals scoring its
+full sequence alone (checked in tests/test_models_prefix.py).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from transformers import DynamicCache
+
+from .pooling import text_position_ids
+from .types import EncodedItem
+
+
+def group_key(item: EncodedItem) -> tuple | None:
+    """Items with equal keys have identical prompt tokens and images; None = cannot share."""
+    if item.prefix_len <= 0 or item.prefix_len >= item.num_tokens:
+        return None
+    return (tuple(item.input_ids[: item.prefix_len]), item.image_keys)
+
+
+def find_groups(items: list[EncodedItem], min_group: int = 2) -> tuple[list[list[int]], list[int]]:
+    """Split indices into shareable groups (>= min_group members) and the rest."""
+    by_key: dict[tuple, list[int]] = defaultdict(list)
+    rest = []
+    for i, it in enumerate(items):
+        key = group_key(it)
+        if key is None:
+            rest.append(i)
+        else:
+            by_key[key].append(i)
+    groups = []
+    for members in by_key.values():
+        if len(members) >= min_group:
+            groups.append(members)
+        else:
+            rest.extend(members)
+    return groups, sorted(rest)
+
+
+def _prefix_item(item: EncodedItem) -> EncodedItem:
+    vision = dict(item.vision)
+    if "position_ids" in vision:
+        vision["position_ids"] = vision["position_ids"][:, : item.prefix_len]
+    return EncodedItem(input_ids=item.input_ids[: item.prefix_len], vision=vision, image_keys=item.image_keys,
+                       prefix_len=item.prefix_len)
+
+
+def pooled_hidden_shared(model, items: list[EncodedItem], groups: list[list[int]]) -> torch.Tensor:
+    """(N, H) pooled hidden states for ``items`` in ``groups`` (row order = concatenated groups)."""
+    device = model.device
+    prefixes = [_prefix_item(items[g[0]]) for g in groups]
+    prefix_batch = model.collate(prefixes, padding_side="left").to(device)
+    cache = DynamicCache(config=model.backbone.config)
+    model.base_model()(input_ids=prefix_batch.input_ids, attention_mask=prefix_batch.attention_mask,
+                       cache=cache, use_cache=True, **prefix_batch.model_inputs)
+
+    rows = [i for g in groups for i in g]
+    group_of_row = torch.tensor([gi for gi, g in enumerate(groups) for _ in g], device=device)
+    cache.batch_select_indices(group_of_row)  # (N, heads, P, d): one prefix copy per response
+
+    suffixes = [items[i].input_ids[items[i].prefix_len:] for i in rows]
+    s_len = max(len(s) for s in suffixes)
+    n = len(rows)
+    pad_id = model.tokenizer.pad_token_id or 0
+    suffix_ids = torch.full((n, s_len), pad_id, dtype=torch.long)
+    suffix_mask = torch.zeros((n, s_len), dtype=torch.long)
+    for r, s in enumerate(suffixes):
+        suffix_ids[r, : len(s)] = torch.tensor(s)
+        suffix_mask[r, : len(s)] = 1
+    prefix_mask = prefix_batch.attention_mask[group_of_row].cpu()
+    full_mask = torch.cat([prefix_mask, suffix_mask], dim=1)
+
+    if "position_ids" in items[rows[0]].vision:  # Qwen-VL: slice each sequence's own 3D ids
+        position_ids = torch.zeros((3, n, s_len), dtype=torch.long)
+        for r, i in enumerate(rows):
+            pos = items[i].vision["position_ids"][:, items[i].prefix_len:]
+            position_ids[:, r, : pos.shape[1]] = pos
+    else:  # 1D: continue from the unpadded prefix length
+        prefix_lens = prefix_mask.sum(dim=1, keepdim=True)
+        position_ids = prefix_lens + text_position_ids(suffix_mask)
+    out = model.base_model()(input_ids=suffix_ids.to(device), attention_mask=full_mask.to(device),
+                             position_ids=position_ids.to(device), cache=cache, use_cache=True)
+    hidden = out.last_hidden_state  # (N, S, H)
+    last = suffix_mask.sum(dim=1) - 1
+    return hidden[torch.arange(n, device=device), last.to(device)]
+
+
+__all__ = ["find_groups", "group_key", "pooled_hidden_shared"]
