@@ -1,8 +1,16 @@
-"""Shared fixtures. Tiny real-architecture models are built once per session (milliseconds each)."""
+"""Shared fixtures and helpers (lead + engine tests share this file: edit, don't replace).
+
+Tiny real-architecture models are built once per session (milliseconds each); engine and
+server tests use the fake model from tests/fakes.py.
+"""
 
 from __future__ import annotations
 
+import base64
+import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -14,6 +22,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
+
+from rmserve.engine import Engine, EngineConfig  # noqa: E402
+from rmserve.models.types import ScoreItem  # noqa: E402
+from tests.fakes import FakeRewardModel  # noqa: E402
 
 hf_logging.disable_progress_bar()
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -47,4 +59,36 @@ def default_model_dir(tmp_path_factory):
     os.environ["RMSERVE_CACHE"] = str(tmp_path_factory.mktemp("rmserve-cache"))
     from rmserve.models import default_model_path
 
-    return default_model_path()
+    return default_model_path(bundled=False)  # the untrained fallback, whether or not models/demo is shipped
+
+
+@contextmanager
+def running_engine(model: FakeRewardModel, **config) -> Iterator[Engine]:
+    engine = Engine(model, EngineConfig(**config))
+    engine.start()
+    try:
+        yield engine
+    finally:
+        engine.stop(drain=False, timeout=5)
+
+
+def png_bytes(
+    size: tuple[int, int] = (8, 8), color: tuple[int, int, int] = (200, 30, 30), mode: str = "RGB"
+) -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, color if mode == "RGB" else 128).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def data_url(raw: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(raw).decode()}"
+
+
+def item(response: str, prompt: str = "What is shown?", images: list[Image.Image] | None = None) -> ScoreItem:
+    return ScoreItem(response=response, prompt=prompt, images=images or [])
+
+
+@pytest.fixture
+def fake_model() -> FakeRewardModel:
+    return FakeRewardModel()
+

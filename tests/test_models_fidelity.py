@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_image
 
 from rmserve.models import ScoreItem, load_reward_model, save_reward_model
 from rmserve.models.tiny import FAMILIES, build_tiny_backbone
+from tests.conftest import random_image
 
 MULTIMODAL = {"qwen2_5_vl", "qwen2_vl", "llava_onevision"}
 
@@ -21,11 +21,13 @@ def mixed_items(family: str, n: int = 16) -> list[ScoreItem]:
             images = [random_image(28 + 14 * (i % 5), 28 + 28 * (i % 3), seed=i)]
             if i % 7 == 5:
                 images.append(random_image(42, 28, seed=100 + i))
-        items.append(ScoreItem(
-            prompt="What colour is the shape? " * (i % 4 + 1),
-            response="The red circle" + " is to the left of the blue square" * (i % 5),
-            images=images,
-        ))
+        items.append(
+            ScoreItem(
+                prompt="What colour is the shape? " * (i % 4 + 1),
+                response="The red circle" + " is to the left of the blue square" * (i % 5),
+                images=images,
+            )
+        )
     return items
 
 
@@ -70,9 +72,14 @@ def test_sequence_classifier_matches_hf_logits(padding_side):
     with torch.inference_mode():
         ours = rm.forward(batch)["reward"]
         # HF's own forward, with its own pooling; positions from the mask for left padding, as HF generate does.
-        hf_logits = hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                             position_ids=batch.model_inputs["position_ids"]).logits[:, 0]
-        single = torch.tensor([hf_model(input_ids=torch.tensor([e.input_ids])).logits[0, 0].item() for e in encoded])
+        hf_logits = hf_model(
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            position_ids=batch.model_inputs["position_ids"],
+        ).logits[:, 0]
+        single = torch.tensor(
+            [hf_model(input_ids=torch.tensor([e.input_ids])).logits[0, 0].item() for e in encoded]
+        )
     assert torch.allclose(ours, hf_logits, atol=1e-5, rtol=0)
     assert torch.allclose(ours, single, atol=1e-5, rtol=0)
 

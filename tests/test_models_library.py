@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_image
 
 from rmserve.errors import InvalidInput
 from rmserve.models import HeadSpec, ScoreItem, load_reward_model, save_reward_model
 from rmserve.models.pooling import last_token_index
 from rmserve.models.tiny import build_tiny_reward_model
+from tests.conftest import random_image
 
 
 def test_last_token_index_left_and_right():
@@ -17,7 +17,9 @@ def test_last_token_index_left_and_right():
     assert last_token_index(mask).tolist() == [2, 4, 4]
 
 
-@pytest.mark.parametrize("kind,activation", [("linear", "silu"), ("mlp", "silu"), ("mlp", "tanh"), ("mlp", "relu")])
+@pytest.mark.parametrize(
+    "kind,activation", [("linear", "silu"), ("mlp", "silu"), ("mlp", "tanh"), ("mlp", "relu")]
+)
 def test_head_kinds_round_trip(tmp_path, kind, activation):
     heads = {
         "reward": HeadSpec(kind=kind, width=16, activation=activation),
@@ -65,12 +67,15 @@ def test_messages_and_prompt_forms_agree(tiny_models):
     assert a.input_ids == b.input_ids
 
 
-@pytest.mark.parametrize("item,param", [
-    (ScoreItem(prompt="q", response="   "), "response"),
-    (ScoreItem(prompt=None, response="r"), "prompt"),
-    (ScoreItem(messages=[{"role": "assistant", "content": "x"}], response="r"), "messages.0.role"),
-    (ScoreItem(messages=[{"role": "robot", "content": "x"}], response="r"), "messages.0.role"),
-])
+@pytest.mark.parametrize(
+    "item,param",
+    [
+        (ScoreItem(prompt="q", response="   "), "response"),
+        (ScoreItem(prompt=None, response="r"), "prompt"),
+        (ScoreItem(messages=[{"role": "assistant", "content": "x"}], response="r"), "messages.0.role"),
+        (ScoreItem(messages=[{"role": "robot", "content": "x"}], response="r"), "messages.0.role"),
+    ],
+)
 def test_invalid_items_name_the_field(tiny_models, item, param):
     with pytest.raises(InvalidInput) as err:
         tiny_models("qwen2").encode(item)
@@ -111,6 +116,6 @@ def test_default_model_is_deterministic_and_marked_untrained(default_model_dir, 
     monkeypatch.setenv("RMSERVE_CACHE", str(tmp_path))
     from rmserve.models import default_model_path
 
-    other = load_reward_model(default_model_path())
+    other = load_reward_model(default_model_path(bundled=False))
     item = ScoreItem(prompt="Describe.", response="A red circle.", images=[random_image(56, 56)])
     assert model.score([item])[0].reward == other.score([item])[0].reward

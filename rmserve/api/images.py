@@ -1,0 +1,249 @@
+"""Decode untrusted images safely, and keep decoded images by content hash.
+
+The order of checks is the point: every limit is enforced before the work it protects.
+1. the encoded size (base64 text length) before base64-decoding it;
+2. the file size after base64;
+3. the format and the declared width x height from the header alone (``Image.open`` reads
+   only the header) before any pixel is decoded, so a tiny PNG claiming 30000x30000 pixels
+   (a decompression bomb) costs microseconds;
+4. only then the full decode, with PIL's own bomb check turned into an error as a second guard.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import os
+import re
+import threading
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from rmserve.errors import InvalidInput
+
+# Formats worth accepting from clients; PIL's rarer decoders are attack surface we do not need.
+ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
+_DATA_URL = re.compile(
+    r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII
+)
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    image: Image.Image  # RGB, fully loaded; treat as immutable (it is shared through the cache)
+    sha256: str  # of the encoded file bytes
+    width: int
+    height: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.width * self.height * 3
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    max_pixels: int = 16_777_216
+    max_bytes: int = 20 * 1024 * 1024
+
+
+def decode_base64_image(data: str, limits: ImageLimits, *, param: str | None = None) -> bytes:
+    """The file bytes of a ``data:image/...;base64,`` URL or raw base64 text."""
+    match = _DATA_URL.match(data)
+    if match:
+        mime = match.group("mime") or ""
+        if not mime.startswith("image/"):
+            raise InvalidInput(
+                f"data URL has media type {mime or '(none)'!r}; expected image/*",
+                param=param,
+                code="invalid_image",
+            )
+        if not match.group("b64"):
+            raise InvalidInput(
+                "data URL must be base64-encoded (`data:image/png;base64,...`)",
+                param=param,
+                code="invalid_base64",
+            )
+        data = data[match.end() :]
+    elif data.startswith(("http://", "https://")):
+        raise InvalidInput(
+            "image URLs are not fetched by this server; send the image inline as a data URL",
+            param=param,
+            code="url_not_allowed",
+        )
+    # base64 is 4 chars per 3 bytes: refuse oversized input before spending time decoding it.
+    if len(data) > (limits.max_bytes + 2) // 3 * 4 + 1024:
+        raise InvalidInput(
+            f"image is larger than {limits.max_bytes} bytes", param=param, code="image_too_large"
+        )
+    data = _WHITESPACE.sub("", data)
+    if not data:
+        raise InvalidInput("image data is empty", param=param, code="invalid_base64")
+    data += "=" * (-len(data) % 4)  # tolerate stripped padding
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidInput(f"image is not valid base64: {exc}", param=param, code="invalid_base64") from None
+    if len(raw) > limits.max_bytes:
+        raise InvalidInput(
+            f"image is {len(raw)} bytes, over the limit of {limits.max_bytes}",
+            param=param,
+            code="image_too_large",
+        )
+    return raw
+
+
+def decode_image_bytes(raw: bytes, limits: ImageLimits, *, param: str | None = None) -> DecodedImage:
+    """Decode image file bytes to an RGB image, refusing bombs before decoding pixels."""
+    if len(raw) > limits.max_bytes:
+        raise InvalidInput(
+            f"image is {len(raw)} bytes, over the limit of {limits.max_bytes}",
+            param=param,
+            code="image_too_large",
+        )
+    digest = hashlib.sha256(raw).hexdigest()
+    with warnings.catch_warnings():
+        # PIL warns above MAX_IMAGE_PIXELS and raises above twice that; make both an error.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(raw), formats=ALLOWED_FORMATS)  # reads the header only
+            width, height = image.size
+            if width * height > limits.max_pixels:
+                raise InvalidInput(
+                    f"image is {width}x{height} = {width * height} pixels, over the limit of "
+                    f"{limits.max_pixels}",
+                    param=param,
+                    code="image_too_large",
+                )
+            if width < 1 or height < 1:
+                raise InvalidInput("image has no pixels", param=param, code="invalid_image")
+            image.load()  # first frame only for animations
+            rgb = _to_rgb(image)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InvalidInput(
+                f"image exceeds the decoder's pixel limit (limit {limits.max_pixels})",
+                param=param,
+                code="image_too_large",
+            ) from None
+        except UnidentifiedImageError:
+            raise InvalidInput(
+                f"bytes are not an image in a supported format ({', '.join(ALLOWED_FORMATS)})",
+                param=param,
+                code="invalid_image",
+            ) from None
+        except InvalidInput:
+            raise
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or corrupt files
+            raise InvalidInput(
+                f"image could not be decoded: {exc}", param=param, code="invalid_image"
+            ) from None
+    return DecodedImage(rgb, digest, width, height)
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent pixels become white, not whatever colour the encoder left under them.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+class ImageCache:
+    """Bounded LRU of decoded images keyed by sha256, sized in decoded bytes.
+
+    Serves two purposes: GRPO groups send the same image G times (decode once), and a client may
+    refer to an image it sent before by ``{"sha256": ...}`` instead of sending it again.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[str, DecodedImage] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, sha256: str) -> DecodedImage | None:
+        with self._lock:
+            found = self._items.get(sha256.lower())
+            if found is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(found.sha256)
+            self.hits += 1
+            return found
+
+    def put(self, image: DecodedImage) -> None:
+        if image.nbytes > self.max_bytes:
+            return
+        with self._lock:
+            if image.sha256 in self._items:
+                self._items.move_to_end(image.sha256)
+                return
+            self._items[image.sha256] = image
+            self._size += image.nbytes
+            while self._size > self.max_bytes:
+                _, evicted = self._items.popitem(last=False)
+                self._size -= evicted.nbytes
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ImageLoader:
+    """Turns one wire image (data URL / raw base64 / sha256 reference / local path) into a DecodedImage."""
+
+    def __init__(self, limits: ImageLimits, cache: ImageCache | None = None, *, base_dir: str | None = None):
+        self.limits = limits
+        self.cache = cache
+        self.base_dir = base_dir  # set only for offline scoring: lets items name local files
+
+    def load(self, spec: str | dict | object, *, param: str) -> DecodedImage:
+        sha = getattr(spec, "sha256", None) or (spec.get("sha256") if isinstance(spec, dict) else None)
+        if sha is not None:
+            found = self.cache.get(sha) if self.cache else None
+            if found is None:
+                raise InvalidInput(
+                    f"no image with sha256 {sha} is held by this server (uploads are not "
+                    "enabled yet; send the image inline once and refer to it afterwards)",
+                    param=param,
+                    code="image_not_found",
+                )
+            return found
+        if not isinstance(spec, str):
+            raise InvalidInput('image must be a data URL string or a {"sha256": ...} object', param=param)
+        raw = self._read_local(spec, param) if self.base_dir is not None else None
+        if raw is None:
+            raw = decode_base64_image(spec, self.limits, param=param)
+        if self.cache is not None:
+            found = self.cache.get(hashlib.sha256(raw).hexdigest())
+            if found is not None:
+                return found
+        decoded = decode_image_bytes(raw, self.limits, param=param)
+        if self.cache is not None:
+            self.cache.put(decoded)
+        return decoded
+
+    def _read_local(self, spec: str, param: str) -> bytes | None:
+        if spec.startswith("data:") or len(spec) > 4096:
+            return None
+        path = spec if os.path.isabs(spec) else os.path.join(self.base_dir or ".", spec)
+        if not os.path.isfile(path):
+            return None
+        if os.path.getsize(path) > self.limits.max_bytes:
+            raise InvalidInput(
+                f"image file {spec} is over the limit of {self.limits.max_bytes} bytes",
+                param=param,
+                code="image_too_large",
+            )
+        with open(path, "rb") as f:
+            return f.read()

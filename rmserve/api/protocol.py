@@ -1,0 +1,207 @@
+"""Wire types of the score API (pydantic v2). The OpenAPI docs at /docs are generated from these.
+
+Every model forbids unknown fields, so a typo (``"respones"``) is a 422 naming the field instead
+of a silently ignored value. Limits that depend on configuration (items per request, images
+per item) are checked by the service, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+
+from rmserve.errors import InvalidInput
+
+ReturnField = Literal["reward", "attributes", "safety"]
+
+
+class ImageRef(BaseModel):
+    """A reference to an image the server already holds, by the sha256 of its encoded bytes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: str = Field(
+        pattern=r"^[0-9a-fA-F]{64}$",
+        description="Hex sha256 of the image file's bytes, as returned by an earlier upload or inline send.",
+    )
+
+
+def _image_kind(value: Any) -> str:
+    return "ref" if isinstance(value, dict | ImageRef) else "data"
+
+
+# Tags name the union members in validation error paths; the REST layer strips them again
+# (``items.0.images.1.data`` -> ``items.0.images.1``), see ``UNION_TAGS``.
+ImageInput = Annotated[
+    Annotated[str, Tag("data")] | Annotated[ImageRef, Tag("ref")],
+    Discriminator(_image_kind),
+]
+UNION_TAGS = frozenset({"data", "ref"})
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant"] = Field(description="Who said it.")
+    content: str = Field(description="The turn's text.")
+
+
+class ScoreItemIn(BaseModel):
+    """One conversation and the response to score."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = Field(
+        default=None, description="The user prompt. Give this or `messages`, not both."
+    )
+    messages: list[Message] | None = Field(
+        default=None,
+        min_length=1,
+        description="Chat turns ending with a user turn; the response is scored as the reply. "
+        "Give this or `prompt`, not both. Images go into the first user turn.",
+    )
+    images: list[ImageInput] = Field(
+        default_factory=list,
+        description="Images as `data:image/png;base64,...` URLs (raw base64 also accepted) or "
+        '`{"sha256": ...}` references to images the server already holds.',
+    )
+    response: str = Field(description="The response to score; must not be empty or only whitespace.")
+    group: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Optional GRPO group id: items sharing a prompt and images may share a prefix "
+        "computation.",
+    )
+    truncate: bool = Field(
+        default=False,
+        description="If the conversation is longer than the model's limit: false -> error, "
+        "true -> drop the oldest prompt tokens.",
+    )
+
+    @field_validator("response")
+    @classmethod
+    def _response_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("response must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _prompt_xor_messages(self) -> ScoreItemIn:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of `prompt` or `messages`")
+        if self.messages is not None and self.messages[-1].role != "user":
+            raise ValueError("`messages` must end with a user turn (the response is scored as the reply)")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    model: str | None = Field(default=None, description="Model name; optional (the server serves one model).")
+    items: list[ScoreItemIn] = Field(
+        min_length=1, description="Items to score; their outputs come back in the same order."
+    )
+    return_: list[ReturnField] = Field(
+        default_factory=lambda: ["reward"],
+        alias="return",
+        min_length=1,
+        description="Which outputs to return per item. `reward` always comes back; "
+        "`attributes` and `safety` need the model's matching heads.",
+    )
+
+
+class ScoreItemOut(BaseModel):
+    reward: float = Field(description="The scalar reward (higher is better).")
+    attributes: dict[str, float] | None = Field(
+        default=None, description="Per-attribute regressions, if requested (e.g. helpfulness)."
+    )
+    safety: dict[str, float] | None = Field(
+        default=None, description="Per-hazard-category probabilities, if requested (e.g. S1, S10)."
+    )
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens processed (prompt + response + image tokens), all items.")
+    total_tokens: int = Field(description="Same as prompt_tokens: a reward model generates nothing.")
+    items: int = Field(description="Items scored.")
+
+
+class ScoreResponse(BaseModel):
+    items: list[ScoreItemOut] = Field(description="One output per request item, in order.")
+    model: str = Field(description="The model that scored them.")
+    usage: Usage = Field(description="What the request cost.")
+
+
+class ModelCard(BaseModel):
+    id: str = Field(description="Model name.")
+    object: Literal["model"] = Field(default="model", description="Always `model`.")
+    family: str = Field(description="Backbone family, e.g. qwen2_5_vl.")
+    heads: list[str] = Field(description="Output heads: reward, attributes, safety.")
+    max_length: int = Field(description="Longest sequence (tokens) the model scores.")
+    multimodal: bool = Field(description="Whether the model takes images.")
+    untrained: bool = Field(description="True for the bundled untrained default model: its scores are noise.")
+    device: str = Field(description="Where it runs.")
+    dtype: str = Field(description="Weight precision.")
+    attribute_names: list[str] = Field(description="Names of the attributes head's outputs.")
+    safety_categories: list[str] = Field(description="Categories of the safety head's outputs.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = Field(default="list", description="Always `list`.")
+    data: list[ModelCard] = Field(description="The models served.")
+
+
+class ErrorBody(BaseModel):
+    message: str = Field(description="What went wrong and, where possible, how to fix it.")
+    type: str = Field(description="Error class, e.g. invalid_request_error, overloaded_error.")
+    param: str | None = Field(
+        default=None, description="Dotted path of the offending field, e.g. items.0.response."
+    )
+    code: str | None = Field(default=None, description="Machine-readable detail, e.g. image_too_large.")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody = Field(description="The one error shape every endpoint uses.")
+
+
+# ── turning pydantic's errors into one InvalidInput (shared by REST, offline scoring, gRPC) ────
+
+
+def loc_to_param(loc: Sequence[Any]) -> str | None:
+    """``("body", "items", 0, "images", 1, "data")`` -> ``"items.0.images.1"``."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        where = parts.pop(0)
+        if where != "body" and parts:
+            return str(parts[0])
+    parts = [str(p) for p in parts if not (isinstance(p, str) and (p in UNION_TAGS or "[" in p))]
+    return ".".join(parts) or None
+
+
+def invalid_input_from_errors(errors: Sequence[dict[str, Any]]) -> InvalidInput:
+    """The first validation error as an ``InvalidInput`` naming its field (with a count of the rest)."""
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    param = loc_to_param(first.get("loc", ()))
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "invalid JSON")
+        position = first["loc"][-1] if first.get("loc") else "?"
+        message, param, code = (
+            f"request body is not valid JSON: {detail} (at character {position})",
+            None,
+            kind,
+        )
+    elif kind == "extra_forbidden":
+        message, code = f"unknown field {param!r}", "unknown_field"
+    elif kind == "missing":
+        param = param or "body"
+        message = f"missing required field {param!r}" if param != "body" else "request body is required"
+        code = kind
+    else:
+        text = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+        message, code = (f"{param}: {text}" if param else text), kind or None
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+    return InvalidInput(message, param=param, code=code)

@@ -1,0 +1,55 @@
+"""The engine's contracts: what it needs from a model, how it is configured, how it reports health."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from rmserve.models.types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+
+
+class ScoringModel(Protocol):
+    """What the engine needs from a reward model (``rmserve.models.RewardModel`` satisfies it)."""
+
+    info: ModelInfo
+
+    def encode(self, item: ScoreItem) -> EncodedItem: ...
+    def score_batch(self, batch: list[EncodedItem]) -> list[ScoreOutput]: ...
+    def warmup(self) -> None: ...
+
+
+@dataclass
+class EngineConfig:
+    max_batch_size: int = 32
+    # Padded token slots per forward (max_len * n). Must be >= the model's max_length, or the
+    # longest allowed item could never run; 16k keeps a 2k-token batch of 8 in one forward.
+    max_batch_tokens: int = 16384
+    # How long the first item of a batch may wait for company while the worker is idle. A few ms
+    # is enough to gather RL trainers' concurrent single-item requests; 0 disables waiting.
+    max_wait_ms: float = 5.0
+    # Items admitted and not finished (queued + preprocessing + computing). Full -> 429.
+    max_queue_items: int = 1024
+    preprocess_workers: int = 2
+    drain_timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.max_batch_size >= 1, "max_batch_size must be >= 1"),
+            (self.max_batch_tokens >= 1, "max_batch_tokens must be >= 1"),
+            (self.max_wait_ms >= 0, "max_wait_ms must be >= 0 (0 = run as soon as the worker is free)"),
+            (self.max_queue_items >= 1, "max_queue_items must be >= 1"),
+            (self.preprocess_workers >= 1, "preprocess_workers must be >= 1"),
+            (self.drain_timeout_s >= 0, "drain_timeout_s must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+@dataclass
+class EngineHealth:
+    healthy: bool  # threads alive (or not started yet); False means the process should be restarted
+    accepting: bool  # started, warm and not draining
+    queue_depth: int
+    in_flight: int
+    detail: str = ""

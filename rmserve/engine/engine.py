@@ -1,0 +1,373 @@
+"""The engine: bounded admission, a dynamic batcher across requests, and one model worker.
+
+    try_admit(n) ──► Permit            (refuses with Overloaded when the queue is full; never waits)
+    run_in_pool(fn)                    (preprocessing: image decode + model.encode, off the event loop)
+    score(permit, items, deadline) ──► pending queue ──► batcher thread ──► ready slot ──► worker thread
+                                                          (select_batch)     (1 batch)       (score_isolated)
+    futures resolved with loop.call_soon_threadsafe ◄───────────────────────────────────────────┘
+
+Two threads share one condition variable:
+- the batcher closes a batch when it is full (``max_batch_size`` or the padded-token budget),
+  or when the worker is idle and the oldest waiting item has waited ``max_wait_ms``. While the
+  worker computes, the batcher keeps accumulating and hands over the next batch the moment it
+  is full or the worker frees up (prefetch: selection never sits on the worker's critical path);
+- the worker owns the model (``score_batch`` is not thread-safe) and runs one batch at a time.
+Expired and cancelled items are dropped by both, so they never cost compute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel
+from rmserve.engine.batching import padded_tokens, select_batch
+from rmserve.engine.isolation import score_isolated
+from rmserve.engine.request import DoneCallback, EngineResult, Entry, Permit, Request
+from rmserve.engine.stats import EngineStats, StatsSnapshot
+from rmserve.errors import BackendError, DeadlineExceeded, InvalidInput, NotReady, Overloaded, RMServeError
+from rmserve.models.types import EncodedItem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Engine:
+    def __init__(self, model: ScoringModel, config: EngineConfig | None = None):
+        self.model = model
+        self.config = config or EngineConfig()
+        self.stats = EngineStats()
+        self._cv = threading.Condition()
+        self._pending: list[Entry] = []  # arrival order
+        self._ready: list[Entry] | None = None  # the batch handed to the worker next
+        self._worker_busy = False
+        self._in_flight = 0  # admitted items not yet released
+        self._accepting = False
+        self._draining = False
+        self._stop_now = False
+        self._batch_seq = 0
+        self._threads: list[threading.Thread] = []
+        self._pool: ThreadPoolExecutor | None = None
+        self._max_wait_s = self.config.max_wait_ms / 1000.0
+
+    # ── lifecycle ──────────────────────────────────────────────────────────────────────────
+
+    def start(self, *, warmup: bool = True) -> None:
+        """Warm the model up (blocking, before the worker exists), then start accepting work."""
+        if self._threads:
+            raise RuntimeError("engine already started")
+        if warmup:
+            self.model.warmup()
+        self._pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="rmserve-pre")
+        self._threads = [
+            threading.Thread(target=self._batcher_loop, name="rmserve-batcher", daemon=True),
+            threading.Thread(target=self._worker_loop, name="rmserve-worker", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        with self._cv:
+            self._accepting = True
+
+    def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop admitting; with ``drain``, finish admitted work first (up to ``timeout``); then stop threads.
+
+        Whatever is still queued afterwards fails with ``NotReady``.
+        """
+        timeout = self.config.drain_timeout_s if timeout is None else timeout
+        with self._cv:
+            self._accepting = False
+            self._draining = True  # batches close at once: nobody new will join them
+            self._cv.notify_all()
+            if drain:
+                end = time.monotonic() + timeout
+                while self._in_flight > 0 or self._pending or self._ready or self._worker_busy:
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        log.warning("drain timed out with %d items in flight", self._in_flight)
+                        break
+                    self._cv.wait(left)
+            self._stop_now = True
+            leftovers = [entry.request for entry in self._pending + (self._ready or [])]
+            self._pending, self._ready = [], None
+            self._cv.notify_all()
+        for request in dict.fromkeys(leftovers):
+            request.fail(NotReady("the server is shutting down", code="shutting_down"))
+        for thread in self._threads:
+            thread.join(timeout=max(timeout, 1.0))
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def health(self) -> EngineHealth:
+        alive = all(t.is_alive() for t in self._threads)
+        with self._cv:
+            stopped = self._stop_now
+            healthy = alive or stopped  # threads exit on purpose after stop()
+            detail = "" if healthy else "an engine thread died; see the logs"
+            accepting = self._accepting and alive
+            return EngineHealth(healthy, accepting, self._queue_depth(), self._in_flight, detail)
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._cv:
+            depth, in_flight = self._queue_depth(), self._in_flight
+        return self.stats.snapshot(queue_depth=depth, in_flight=in_flight)
+
+    # ── admission ──────────────────────────────────────────────────────────────────────────
+
+    def try_admit(self, n_items: int) -> Permit:
+        """Reserve queue room for ``n_items`` or refuse at once (never an unbounded wait)."""
+        if n_items < 1:
+            raise ValueError("n_items must be >= 1")
+        cap = self.config.max_queue_items
+        if n_items > cap:
+            raise InvalidInput(
+                f"{n_items} items can never fit this server's queue of {cap} items; split the request",
+                param="items",
+                code="too_many_items",
+            )
+        with self._cv:
+            if not self._accepting:
+                raise NotReady("the engine is not accepting work (warming up or draining)", code="not_ready")
+            if self._in_flight + n_items > cap:
+                raise Overloaded(
+                    f"queue full ({self._in_flight}/{cap} items in flight); retry later",
+                    retry_after_s=self._retry_after_locked(),
+                    code="queue_full",
+                )
+            self._in_flight += n_items
+        return Permit(n_items, self._release)
+
+    def _release(self, n_items: int) -> None:
+        with self._cv:
+            self._in_flight -= n_items
+            self._cv.notify_all()
+
+    def _retry_after_locked(self) -> float:
+        # Time to work off what is in flight at the recent throughput, clamped to a sane range.
+        rate = self.stats.items_per_s
+        return min(30.0, max(1.0, self._in_flight / rate)) if rate > 0 else 1.0
+
+    # ── preprocessing ──────────────────────────────────────────────────────────────────────
+
+    async def run_in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU work (image decode, tokenization) in the preprocessing pool, off the event loop."""
+        if self._pool is None:
+            raise NotReady("the engine is not started", code="not_ready")
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    # ── scoring ────────────────────────────────────────────────────────────────────────────
+
+    def submit(
+        self,
+        permit: Permit,
+        items: list[EncodedItem],
+        *,
+        deadline: float | None = None,
+        on_done: DoneCallback,
+    ) -> Request:
+        """Queue an admitted request; ``on_done(result, error)`` is called once, from some engine thread.
+
+        ``deadline`` is a ``time.monotonic()`` value. Thread-safe and non-blocking.
+        """
+        if len(items) != permit.n:
+            raise ValueError(f"permit is for {permit.n} items, got {len(items)}")
+        budget = self.config.max_batch_tokens
+        for i, item in enumerate(items):
+            if item.num_tokens > budget:
+                raise InvalidInput(
+                    f"item has {item.num_tokens} tokens, more than max_batch_tokens={budget}",
+                    param=f"items.{i}",
+                    code="too_long",
+                )
+        request = Request(items, deadline=deadline, permit=permit, on_done=on_done)
+        now = time.monotonic()
+        with self._cv:
+            if self._stop_now or not self._threads:
+                raise NotReady("the engine is not running", code="not_ready")
+            self._pending.extend(Entry(request, i, item, now) for i, item in enumerate(items))
+            self._cv.notify_all()
+        return request
+
+    async def score(
+        self, permit: Permit, items: list[EncodedItem], *, deadline: float | None = None
+    ) -> EngineResult:
+        """Submit and await; if the awaiting task is cancelled, the request's items are dropped."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[EngineResult] = loop.create_future()
+
+        def on_done(result: EngineResult | None, error: BaseException | None) -> None:
+            try:
+                loop.call_soon_threadsafe(_settle, future, result, error)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+        request = self.submit(permit, items, deadline=deadline, on_done=on_done)
+        try:
+            return await future
+        except asyncio.CancelledError:
+            request.cancel()
+            raise
+
+    async def score_items(self, items: list[EncodedItem], *, deadline: float | None = None) -> EngineResult:
+        """Admit + score in one call (for callers that did their preprocessing already)."""
+        with self.try_admit(len(items)) as permit:
+            return await self.score(permit, items, deadline=deadline)
+
+    # ── batcher thread ─────────────────────────────────────────────────────────────────────
+
+    def _queue_depth(self) -> int:
+        return len(self._pending) + len(self._ready or [])
+
+    def _batcher_loop(self) -> None:
+        while True:
+            expired: list[Request] = []
+            with self._cv:
+                while not expired:
+                    if self._stop_now:
+                        return
+                    now = time.monotonic()
+                    expired = self._drop_dead_locked(now)
+                    if expired:
+                        break  # fail them outside the lock, then come back
+                    timeout = self._maybe_close_batch_locked(now)
+                    if timeout is not False:
+                        self._cv.wait(timeout)
+            self._expire(expired)
+
+    def _drop_dead_locked(self, now: float) -> list[Request]:
+        """Remove entries of finished (cancelled/failed) or expired requests; return the newly expired."""
+        keep, expired, cancelled = [], {}, 0
+        for entry in self._pending:
+            request = entry.request
+            if request.finished:
+                cancelled += request.cancelled
+            elif request.expired(now):
+                expired[id(request)] = request
+            else:
+                keep.append(entry)
+                continue
+        if len(keep) != len(self._pending):
+            self._pending = keep
+            self.stats.record_items(cancelled=cancelled)
+        return list(expired.values())
+
+    def _maybe_close_batch_locked(self, now: float) -> float | None | bool:
+        """Close a batch into the ready slot if it is time; return how long to wait (None = until
+        notified), or False to loop again at once."""
+        timeout: float | None = None
+        if self._pending and self._ready is None:
+            idx, full = select_batch(
+                [e.num_tokens for e in self._pending],
+                max_batch_size=self.config.max_batch_size,
+                max_batch_tokens=self.config.max_batch_tokens,
+            )
+            age = now - self._pending[0].enqueued_at
+            if full or self._draining or (not self._worker_busy and age >= self._max_wait_s):
+                chosen = set(idx)
+                self._ready = [self._pending[i] for i in idx]
+                self._pending = [e for i, e in enumerate(self._pending) if i not in chosen]
+                self._cv.notify_all()
+                return False
+            if not self._worker_busy:
+                timeout = self._max_wait_s - age
+        # Also wake for the nearest deadline, so an expired caller hears back on time.
+        deadlines = [e.request.deadline for e in self._pending if e.request.deadline is not None]
+        if deadlines:
+            until = min(deadlines) - now
+            timeout = until if timeout is None else min(timeout, until)
+        return None if timeout is None else max(timeout, 0.0)
+
+    def _expire(self, requests: list[Request]) -> None:
+        for request in requests:
+            if request.fail(
+                DeadlineExceeded(
+                    "the request's deadline passed before it was scored", code="deadline_exceeded"
+                )
+            ):
+                self.stats.record_items(expired=len(request.items))
+
+    # ── worker thread ──────────────────────────────────────────────────────────────────────
+
+    def _worker_loop(self) -> None:
+        while True:
+            with self._cv:
+                while self._ready is None and not self._stop_now:
+                    self._cv.wait()
+                if self._ready is None:
+                    return
+                batch, self._ready = self._ready, None
+                self._worker_busy = True
+                self._cv.notify_all()  # the batcher may prepare the next batch now
+            try:
+                self._run_batch(batch)
+            except BaseException as exc:  # a bug here must not leave callers waiting forever
+                log.exception("engine worker failed on a batch")
+                for entry in batch:
+                    entry.request.fail(BackendError(f"internal engine error: {exc}", code="engine_error"))
+            finally:
+                with self._cv:
+                    self._worker_busy = False
+                    self._cv.notify_all()
+
+    def _run_batch(self, batch: list[Entry]) -> None:
+        now = time.monotonic()
+        live, expired = [], {}
+        for entry in batch:
+            if entry.request.finished:
+                self.stats.record_items(cancelled=int(entry.request.cancelled))
+            elif entry.request.expired(now):
+                expired[id(entry.request)] = entry.request
+            else:
+                live.append(entry)
+        self._expire(list(expired.values()))
+        if not live:
+            return
+        self._batch_seq += 1
+        start = time.monotonic()
+        outcomes = score_isolated(self.model.score_batch, [e.item for e in live])
+        seconds = time.monotonic() - start
+        waits = [start - e.enqueued_at for e in live]
+        self.stats.record_batch(
+            size=len(live),
+            padded_tokens=padded_tokens([e.num_tokens for e in live]),
+            seconds=seconds,
+            queue_waits=waits,
+        )
+        failed = sum(isinstance(outcome, RMServeError) for outcome in outcomes)
+        # Count before resolving, so a caller that sees its result also sees it in the stats.
+        self.stats.record_items(scored=len(live) - failed, failed=failed)
+        for entry, outcome, wait in zip(live, outcomes, waits, strict=True):
+            if isinstance(outcome, RMServeError):
+                entry.request.fail(_for_item(outcome, entry.index))
+            else:
+                entry.request.item_done(
+                    entry.index, outcome, batch_id=self._batch_seq, batch_s=seconds, queue_s=wait
+                )
+
+
+def _for_item(error: RMServeError, index: int) -> RMServeError:
+    """The same error, with ``param`` pointing at the item inside its request."""
+    prefix = f"items.{index}"
+    param = f"{prefix}.{error.param}" if error.param else prefix
+    return type(error)(error.message, param=param, code=error.code)
+
+
+def _settle(future: asyncio.Future, result: EngineResult | None, error: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+__all__ = ["Engine", "EngineConfig", "EngineHealth", "ScoringModel"]  # re-exported

@@ -1,0 +1,135 @@
+"""What the engine tracks per submission: admission permits, requests and their queued items.
+
+A request of N items becomes N queue entries that may land in different batches; the request
+resolves (exactly once) when its last item is done, or as soon as one item fails, its deadline
+passes or its caller goes away. These objects are touched by the event loop (submit, cancel),
+the batcher thread (expiry) and the worker thread (results), hence the per-request lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from rmserve.models.types import EncodedItem, ScoreOutput
+
+
+@dataclass
+class EngineResult:
+    """The outputs of one request, in item order, plus where its time went."""
+
+    outputs: list[ScoreOutput]
+    num_tokens: int
+    queue_s: float  # the longest any of its items waited for a batch
+    inference_s: float  # wall time of the forward passes its items were part of (summed over batches)
+
+
+DoneCallback = Callable[[EngineResult | None, BaseException | None], None]
+
+
+class Permit:
+    """Admission for ``n`` items; released once: when the request ends, or if it is never submitted."""
+
+    def __init__(self, n: int, release: Callable[[int], None]):
+        self.n = n
+        self._release = release
+        self._lock = threading.Lock()
+        self._released = False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._release(self.n)
+
+    def __enter__(self) -> Permit:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+
+
+class Request:
+    def __init__(
+        self, items: list[EncodedItem], *, deadline: float | None, permit: Permit, on_done: DoneCallback
+    ):
+        self.items = items
+        self.deadline = deadline  # time.monotonic() seconds, or None
+        self.permit = permit
+        self._on_done = on_done
+        self._lock = threading.Lock()
+        self._outputs: list[ScoreOutput | None] = [None] * len(items)
+        self._remaining = len(items)
+        self._batches: set[int] = set()
+        self._queue_s = 0.0
+        self._inference_s = 0.0
+        self.finished = False  # read without the lock as a hint; decisions re-check under it
+        self.cancelled = False
+
+    def expired(self, now: float) -> bool:
+        return self.deadline is not None and now >= self.deadline
+
+    def item_done(
+        self, index: int, output: ScoreOutput, *, batch_id: int, batch_s: float, queue_s: float
+    ) -> None:
+        with self._lock:
+            if self.finished:
+                return
+            self._outputs[index] = output
+            self._remaining -= 1
+            self._queue_s = max(self._queue_s, queue_s)
+            if batch_id not in self._batches:
+                self._batches.add(batch_id)
+                self._inference_s += batch_s
+            if self._remaining:
+                return
+            self.finished = True
+            result = EngineResult(
+                outputs=list(self._outputs),  # type: ignore[arg-type]  # all set once remaining == 0
+                num_tokens=sum(item.num_tokens for item in self.items),
+                queue_s=self._queue_s,
+                inference_s=self._inference_s,
+            )
+        self._finish(result, None)
+
+    def fail(self, error: BaseException) -> bool:
+        """End the request with ``error``; False if it had already ended."""
+        with self._lock:
+            if self.finished:
+                return False
+            self.finished = True
+        self._finish(None, error)
+        return True
+
+    def cancel(self) -> bool:
+        """The caller went away: stop caring about results; queued items are dropped before compute."""
+        with self._lock:
+            if self.finished:
+                return False
+            self.finished = self.cancelled = True
+        self.permit.release()
+        return True
+
+    def _finish(self, result: EngineResult | None, error: BaseException | None) -> None:
+        self.permit.release()
+        self._on_done(result, error)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One item of a request, waiting in the queue or riding in a batch."""
+
+    request: Request
+    index: int
+    item: EncodedItem
+    enqueued_at: float
+
+    @property
+    def num_tokens(self) -> int:
+        return self.item.num_tokens
+
+    def queue_wait(self, now: float | None = None) -> float:
+        return (time.monotonic() if now is None else now) - self.enqueued_at
