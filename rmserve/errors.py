@@ -36,7 +36,7 @@ class InvalidInput(RMServeError):
     grpc_code = "INVALID_ARGUMENT"
     error_type = "invalid_request_error"
 
-    def with_prefix(self, prefix: str) -> "InvalidInput":
+    def with_prefix(self, prefix: str) -> InvalidInput:
         """Return a copy whose ``param`` is nested under ``prefix`` (e.g. ``items.3``)."""
         param = f"{prefix}.{self.param}" if self.param else prefix
         return type(self)(self.message, param=param, code=self.code)

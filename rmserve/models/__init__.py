@@ -18,14 +18,15 @@ def _cache_dir() -> str:
     return os.path.join(base, "default-untrained-v1")
 
 
-def default_model_path() -> str:
+def default_model_path(*, bundled: bool = True) -> str:
     """Directory of the default model: the shipped demo model if present, else a tiny untrained one.
 
     The untrained fallback is built deterministically (fixed seeds) on first use and cached, so
     every start serves the same weights; its ``rmserve.json`` says ``"untrained": true``.
+    ``bundled=False`` skips the shipped demo (tests of the fallback itself).
     """
     demo = os.path.normpath(BUNDLED_DEMO_DIR)
-    if os.path.exists(os.path.join(demo, "rmserve.json")):
+    if bundled and os.path.exists(os.path.join(demo, "rmserve.json")):
         return demo
     path = _cache_dir()
     if not os.path.exists(os.path.join(path, "rmserve.json")):

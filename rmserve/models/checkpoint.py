@@ -29,9 +29,20 @@ CONFIG_NAME = "rmserve.json"
 HEADS_NAME = "heads.safetensors"
 
 
-def save_reward_model(model: RewardModel, path: str) -> None:
+def save_reward_model(model: RewardModel, path: str, *, state_dict: dict | None = None) -> None:
+    """Write ``model`` as a checkpoint directory.
+
+    ``state_dict``: weights to write instead of the model's own, keyed like ``model.state_dict()``
+    (``backbone.*``, ``heads.*``): e.g. gathered from FSDP shards, with LoRA merged, or cast to bf16
+    (heads are always stored in float32).
+    """
     os.makedirs(path, exist_ok=True)
-    model.backbone.save_pretrained(path)
+    if state_dict is None:
+        model.backbone.save_pretrained(path)
+        heads_state = model.heads.state_dict()
+    else:
+        model.backbone.save_pretrained(path, state_dict=_sub_state(state_dict, "backbone."))
+        heads_state = _sub_state(state_dict, "heads.")
     model.processor.save_pretrained(path)
     meta = {
         "format": FORMAT_VERSION,
@@ -49,8 +60,19 @@ def save_reward_model(model: RewardModel, path: str) -> None:
     }
     with open(os.path.join(path, CONFIG_NAME), "w") as f:
         json.dump(meta, f, indent=2)
-    state = {k: v.detach().float().contiguous().cpu() for k, v in model.heads.state_dict().items()}
+    state = {k: v.detach().float().contiguous().cpu() for k, v in heads_state.items()}
     save_file(state, os.path.join(path, HEADS_NAME))
+
+
+def _sub_state(state_dict: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+
+
+def load_backbone(path: str, *, dtype: str = "float32"):
+    """``(backbone, processor, family)`` from a plain HF model directory (the start of a training run)."""
+    config = AutoConfig.from_pretrained(path)
+    family = detect_family(config)
+    return _load_backbone(path, family, DTYPES[dtype]), load_processor(path, config.model_type), family
 
 
 def _load_backbone(path: str, family: str, torch_dtype):
@@ -101,4 +123,4 @@ def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32")
     return rm.to_device(device, dtype).eval()
 
 
-__all__ = ["save_reward_model", "load_reward_model"]
+__all__ = ["save_reward_model", "load_reward_model", "load_backbone"]

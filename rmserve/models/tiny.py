@@ -80,7 +80,10 @@ def chat_template_for(family: str) -> str:
     return _CHAT_TEMPLATE.replace("IMAGE", IMAGE_PLACEHOLDERS.get(family, ""))
 
 
-def build_tiny_tokenizer(vocab_size: int = 600, family: str = "qwen2_5_vl") -> Qwen2TokenizerFast:
+def build_tiny_tokenizer(vocab_size: int = 600, family: str = "qwen2_5_vl",
+                         corpus: list[str] | None = None) -> Qwen2TokenizerFast:
+    """Byte-level BPE trained in memory on the fixed corpus, plus ``corpus`` (a task's own texts:
+    whole words become single tokens, so the demo's sequences are short)."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
@@ -90,7 +93,7 @@ def build_tiny_tokenizer(vocab_size: int = 600, family: str = "qwen2_5_vl") -> Q
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS * 4, trainer)
+    bpe.train_from_iterator(_CORPUS * 4 + list(corpus or []), trainer)
     tokenizer = Qwen2TokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",
@@ -119,11 +122,12 @@ def _text_kwargs(tokenizer, hidden: int, layers: int, heads: int, kv_heads: int)
 
 
 def build_tiny_backbone(family: str, *, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
-                        vision_depth: int = 1, seed: int = 0, max_pixels: int = 112 * 112):
+                        vision_depth: int = 1, seed: int = 0, max_pixels: int = 112 * 112,
+                        tokenizer_corpus: list[str] | None = None):
     """Return ``(hf_model, processor_or_tokenizer)`` for a tiny randomly initialised backbone."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
-    tokenizer = build_tiny_tokenizer(family=family)
+    tokenizer = build_tiny_tokenizer(family=family, corpus=tokenizer_corpus)
     tid = tokenizer.convert_tokens_to_ids
     heads = max(2, hidden // 32)
     text = _text_kwargs(tokenizer, hidden, layers, heads, 1)

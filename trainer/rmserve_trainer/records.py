@@ -16,7 +16,9 @@ class PairRecord:
     ``*_reason`` are reference critiques (MM-RLHF) used by the critique trainer.
     ``*_safety`` list the hazard categories (e.g. ``["S1"]``) a response falls under; empty = safe.
     ``attributes`` maps response key ("chosen"/"rejected") to named scores (HelpSteer style).
-    ``source`` is "file:line" for error messages.
+    ``source`` is "file:line" for error messages. ``image_paths`` are the resolved files of ``images``;
+    a reader run with ``lazy_images`` leaves ``images`` empty and fills only the paths (the collate
+    decodes them per batch, see ``data.base.record_images``).
     """
 
     id: str
@@ -32,3 +34,4 @@ class PairRecord:
     rejected_safety: list[str] | None = None
     attributes: dict[str, dict[str, float]] | None = None
     source: str = ""
+    image_paths: list[str] = field(default_factory=list)
