@@ -44,6 +44,11 @@ class TextFamily:
     def item_positions(self, input_ids: list[int], vision: dict) -> dict:
         return {}
 
+    def split_images(self, vision: dict) -> list[torch.Tensor]:
+        """This item's pixel tensors, one per image (content keys are hashed from them)."""
+        pv = vision.get("pixel_values")
+        return [] if pv is None else list(pv)
+
     def batch_inputs(self, items: list, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
         return {"position_ids": text_position_ids(attention_mask)}
 
@@ -67,6 +72,11 @@ class QwenVLFamily(TextFamily):
         if images:
             vision = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
         return out["input_ids"][0].tolist(), vision
+
+    def split_images(self, vision):
+        if "pixel_values" not in vision:
+            return []
+        return list(vision["pixel_values"].split(vision["image_grid_thw"].prod(-1).tolist()))
 
     def item_positions(self, input_ids, vision):
         ids = torch.tensor([input_ids])

@@ -61,7 +61,7 @@ def pooled_hidden_shared(model, items: list[EncodedItem], groups: list[list[int]
     prefix_batch = model.collate(prefixes, padding_side="left").to(device)
     cache = DynamicCache(config=model.backbone.config)
     model.base_model()(input_ids=prefix_batch.input_ids, attention_mask=prefix_batch.attention_mask,
-                       cache=cache, use_cache=True, **prefix_batch.model_inputs)
+                       cache=cache, use_cache=True, **model.backbone_inputs(prefix_batch))
 
     rows = [i for g in groups for i in g]
     group_of_row = torch.tensor([gi for gi, g in enumerate(groups) for _ in g], device=device)

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import InvalidInput
 from .families import detect_family, make_family
@@ -23,6 +24,7 @@ from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
 from .template import render
 from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+from .vision_cache import VisionFeatureCache, encode_images_cached
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -33,10 +35,11 @@ class Batch:
     input_ids: torch.Tensor  # (B, L)
     attention_mask: torch.Tensor  # (B, L)
     model_inputs: dict  # positions and vision tensors for the backbone
+    image_keys: list[str] = field(default_factory=list)  # one content key per image, in batch order
 
     def to(self, device) -> Batch:
         moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.model_inputs.items()}
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved, self.image_keys)
 
 
 class RewardModel(nn.Module):
@@ -60,6 +63,8 @@ class RewardModel(nn.Module):
         self.padding_side = "right"
         # Run a group's shared prompt (+ images) once when several responses to it are in one batch.
         self.share_prefix = False
+        # Vision-encoder outputs by image content (Qwen-VL); None disables. See enable_vision_cache.
+        self.vision_cache: VisionFeatureCache | None = None
         # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
         self._tokenize_lock = threading.Lock()
 
@@ -133,14 +138,11 @@ class RewardModel(nn.Module):
         return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated, prefix_len=len(prompt_ids),
                            image_keys=self._image_keys(item, vision))
 
-    @staticmethod
-    def _image_keys(item: ScoreItem, vision: dict) -> tuple[str, ...]:
-        """Content keys of the images: the wire's sha256 when known, else a hash of the pixels."""
-        if item.image_hashes:
+    def _image_keys(self, item: ScoreItem, vision: dict) -> tuple[str, ...]:
+        """One content key per image: the wire's sha256 when known, else a hash of its pixels."""
+        if item.image_hashes and len(item.image_hashes) == len(item.images):
             return tuple(item.image_hashes)
-        if "pixel_values" not in vision:
-            return ()
-        return (hashlib.sha1(vision["pixel_values"].numpy().tobytes()).hexdigest(),)
+        return tuple(hashlib.sha1(t.numpy().tobytes()).hexdigest() for t in self.family.split_images(vision))
 
     def _fit_length(self, prompt_ids: list[int], n_response: int, truncate: bool) -> tuple[list[int], bool]:
         """Length policy: refuse by default; with ``truncate`` drop the oldest prompt text tokens.
@@ -181,15 +183,28 @@ class RewardModel(nn.Module):
             sl = slice(0, n) if side == "right" else slice(length - n, length)
             input_ids[row, sl] = torch.tensor(it.input_ids)
             attention_mask[row, sl] = 1
-        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask))
+        keys = [k for it in items if "pixel_values" in it.vision for k in it.image_keys]
+        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask), keys)
 
     def base_model(self):
         return getattr(self.backbone, "model", None) or self.backbone.base_model
 
+    def backbone_inputs(self, batch: Batch) -> dict:
+        """The batch's extra backbone inputs, with cached vision features in place of pixels when possible."""
+        inputs = batch.model_inputs
+        if (self.vision_cache is None or "image_grid_thw" not in inputs
+                or len(batch.image_keys) != inputs["image_grid_thw"].shape[0]):
+            return inputs
+        inputs = dict(inputs)
+        feats = encode_images_cached(self.base_model(), self.vision_cache, inputs.pop("pixel_values"),
+                                     inputs["image_grid_thw"], batch.image_keys)
+        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        return inputs
+
     def pooled_hidden(self, batch: Batch) -> torch.Tensor:
         """(B, H) final hidden state at each row's last real token."""
         out = self.base_model()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                use_cache=False, **batch.model_inputs)
+                                use_cache=False, **self.backbone_inputs(batch))
         return pool_last(out.last_hidden_state, batch.attention_mask)
 
     def apply_heads(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -245,6 +260,11 @@ class RewardModel(nn.Module):
 
         images = [Image.new("RGB", (56, 56), (128, 64, 32))] if self.family.multimodal else []
         self.score([ScoreItem(prompt="warm up", response="ok", images=images)])
+
+    def enable_vision_cache(self, max_bytes: int) -> None:
+        """Cache vision-encoder outputs by image content (Qwen-VL families only; others ignore it)."""
+        if self.family_name in ("qwen2_vl", "qwen2_5_vl") and max_bytes > 0:
+            self.vision_cache = VisionFeatureCache(max_bytes)
 
     def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
         self.backbone.to(device=device, dtype=DTYPES[dtype])
