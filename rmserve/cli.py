@@ -1,6 +1,7 @@
 """The ``rmserve`` command line. Wiring only: settings -> app or engine; the work lives elsewhere.
 
-    rmserve serve [--model DIR] [--host H] [--port P] [--max-batch-size N] ...   (all ServerConfig fields)
+    rmserve serve [--model DIR] [--host H] [--port P] [--grpc-port G] ...   (all ServerConfig fields)
+    rmserve serve --model A --model judge=B [--ensemble weighted_mean --ensemble-weights 0.7,0.3]
     rmserve score --model DIR --input items.jsonl --output scores.jsonl [--batch-size N]
 
 ``serve`` takes every ``ServerConfig`` field as a flag (also settable as ``RMSERVE_*`` env vars or
@@ -55,6 +56,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
+        elif f.metadata.get("repeatable"):  # --model A --model B: joined with commas, as in env/YAML
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text, metavar="DIR")
         else:
             parser.add_argument(
                 flag, dest=f.name, type=kind, default=None, help=help_text, metavar=f.name.upper()
@@ -67,6 +70,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rmserve.server import create_app
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields()}
+    overrides = {k: ",".join(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         config = load_config(overrides, yaml_path=args.config)
     except (ValueError, OSError) as exc:

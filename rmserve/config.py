@@ -9,6 +9,7 @@ fix them, never at the first request.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import types
 import typing
@@ -31,9 +32,20 @@ class ServerConfig:
     # Loopback by default so a laptop run is not exposed; containers pass --host 0.0.0.0.
     host: str = _opt("127.0.0.1", "interface to bind")
     port: int = _opt(8000, "TCP port")
+    # Same host, second port, same engine; 0 or unset = no gRPC server.
+    grpc_port: int | None = _opt(None, "gRPC port (rmserve.v1.RewardService + health + reflection); 0/unset disables")
+    # Several models form an ensemble: repeat --model, or separate directories with commas; NAME=DIR
+    # names a model (default: the name in its checkpoint).
     model: str | None = _opt(
-        None, "model directory; default: the bundled demo model (or a tiny untrained one)"
+        None,
+        "model directory (repeat for an ensemble; NAME=DIR to name it); default: the bundled demo model "
+        "(or a tiny untrained one)",
+        repeatable=True,
     )
+    # BaseReward: the plain mean of several reward models is the most robust combination.
+    ensemble: str = _opt("mean", "how an ensemble of several --model combines rewards: mean or weighted_mean")
+    ensemble_weights: str | None = _opt(None, "weighted_mean: one weight per --model, comma-separated, in order")
+    ensemble_name: str = _opt("ensemble", "the ensemble's name in requests and /v1/models")
     device: str = _opt("cpu", "torch device: cpu, cuda, cuda:1, ...")
     dtype: str = _opt("float32", "weights dtype: float32, bfloat16, float16")
     max_batch_size: int = _opt(32, "most items in one forward pass")
@@ -60,6 +72,22 @@ class ServerConfig:
     drain_timeout_s: float = _opt(30.0, "on shutdown, how long to finish admitted work")
     warmup: bool = _opt(True, "run a warm-up forward before reporting ready")
     log_level: str = _opt("info", "logging level: " + ", ".join(LOG_LEVELS))
+    # Safety policy (rmserve.safety.policy): flat defaults for every category, refined per category by
+    # safety_policy (YAML/JSON text or a file: {categories: {S1: {threshold: 0.3, action: reject}}}).
+    safety_threshold: float = _opt(0.5, "a hazard category is flagged at or above this probability")
+    safety_action: str = _opt("flag", "default action for a flagged category: flag, penalize, replace, reject, none")
+    safety_penalty: float = _opt(1.0, "amount `penalize` subtracts when a rule gives no value")
+    safety_floor_reward: float = _opt(-10.0, "reward `replace`/`reject` give when a rule gives no value")
+    safety_policy: str | None = _opt(None, "per-category safety rules: YAML/JSON text or a file path")
+    # request: only requests that ask for safety outputs get adjusted rewards; always: every reward
+    # (compat endpoints, compare and rank included) when the model has a safety head.
+    safety_apply: str = _opt("request", "when the safety policy adjusts rewards: request or always")
+    # OpenRLHF sends ground truths as `labels`: with a verifier, /get_reward returns hybrid rewards.
+    compat_verifier: str | None = _opt(
+        None, "verifier for /get_reward labels: exact_match, numeric_match, choice_letter, boxed"
+    )
+    # Clients send `Authorization: Bearer <key>` (REST) or `authorization` metadata (gRPC).
+    api_key: str | None = _opt(None, "require this API key on every API call (health, readiness and metrics stay open)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,6 +111,12 @@ class ServerConfig:
         for name in ("max_wait_ms", "image_cache_mb", "request_timeout_s", "drain_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}); set --{_flag(name)}")
+        if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
+            raise ValueError(f"grpc_port must be 0..65535 (got {self.grpc_port}); 0 disables gRPC")
+        if self.grpc_port and self.grpc_port == self.port:
+            raise ValueError(f"grpc_port {self.grpc_port} is also the REST port; pick another --grpc-port")
+        if self.api_key is not None and not self.api_key.strip():
+            self.api_key = None
         if self.max_items_per_request > self.max_queue_items:
             raise ValueError(
                 f"max_items_per_request ({self.max_items_per_request}) > max_queue_items "
@@ -92,6 +126,68 @@ class ServerConfig:
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
         self.log_level = self.log_level.lower()
+        self._validate_composition()
+
+    def _validate_composition(self) -> None:
+        from rmserve.rewards import ENSEMBLE_METHODS, VERIFIERS, check_weights
+
+        specs = self.model_specs()
+        if self.ensemble not in ENSEMBLE_METHODS:
+            raise ValueError(f"ensemble must be one of {', '.join(ENSEMBLE_METHODS)} (got {self.ensemble!r})")
+        if self.ensemble_weights is not None:
+            try:
+                weights = [float(w) for w in self.ensemble_weights.split(",")]
+                # models built in code (create_app(models=...)) are counted when the ensemble is built
+                check_weights(weights, len(specs) if self.model else len(weights))
+            except ValueError as exc:
+                raise ValueError(f"ensemble_weights: {exc}; set --ensemble-weights 0.7,0.3") from None
+        names = [name for name, _ in specs if name]
+        if self.ensemble_name in names or len(set(names)) != len(names):
+            raise ValueError("model names (NAME=DIR) must be unique and differ from --ensemble-name")
+        if self.safety_apply not in ("request", "always"):
+            raise ValueError(f"safety_apply must be request or always (got {self.safety_apply!r})")
+        if self.compat_verifier is not None and self.compat_verifier not in VERIFIERS:
+            raise ValueError(f"compat_verifier must be one of {', '.join(VERIFIERS)} (got {self.compat_verifier!r})")
+        self.build_safety_policy()  # fails at startup, not at the first request
+
+    def model_specs(self) -> list[tuple[str | None, str | None]]:
+        """``[(name or None, directory or None)]``: one entry per --model (``[(None, None)]``: the default)."""
+        if not self.model:
+            return [(None, None)]
+        specs = []
+        for part in (p.strip() for p in self.model.split(",")):
+            if not part:
+                continue
+            name, sep, path = part.partition("=")
+            specs.append((name.strip(), path.strip()) if sep and not os.path.exists(part) else (None, part))
+        return specs or [(None, None)]
+
+    def ensemble_weight_list(self) -> list[float] | None:
+        return [float(w) for w in self.ensemble_weights.split(",")] if self.ensemble_weights else None
+
+    def build_safety_policy(self):
+        """The ``SafetyPolicy`` these settings describe (``safety_policy`` may be a file path)."""
+        from rmserve.safety import build_policy
+
+        spec = None
+        if self.safety_policy:
+            text = self.safety_policy
+            if os.path.isfile(text):
+                with open(text) as f:
+                    text = f.read()
+            try:
+                spec = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f"safety_policy is neither a file nor valid YAML/JSON: {exc}") from None
+            if not isinstance(spec, dict):
+                raise ValueError(f"safety_policy must be a mapping of rules (or a file with one), got {text!r}")
+        return build_policy(
+            spec,
+            threshold=self.safety_threshold,
+            action=self.safety_action,
+            penalty=self.safety_penalty,
+            floor_reward=self.safety_floor_reward,
+        )
 
     def engine_config(self):
         from rmserve.engine import EngineConfig
@@ -140,6 +236,10 @@ def parse_value(name: str, raw: Any) -> Any:
             return False
         raise ValueError(f"{name}: expected a boolean (true/false), got {raw!r}")
     try:
+        if kind is str and isinstance(raw, list | tuple):  # YAML list: model: [a, b]
+            return ",".join(str(v) for v in raw)
+        if kind is str and isinstance(raw, dict):  # YAML mapping: safety_policy: {S1: ...}
+            return json.dumps(raw)
         return kind(raw)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected {kind.__name__}, got {raw!r}") from None

@@ -119,7 +119,7 @@ def test_cache_serves_references_and_evicts_least_recent():
     with pytest.raises(InvalidInput) as info:
         loader.load({"sha256": hashes[0]}, param="items.0.images.2")  # evicted
     assert info.value.code == "image_not_found" and info.value.param == "items.0.images.2"
-    assert "not enabled" in info.value.message
+    assert "POST /v1/images" in info.value.message  # says how to get it back
 
 
 def test_cache_returns_the_same_decoded_image_for_repeated_bytes():

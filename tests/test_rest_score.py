@@ -74,7 +74,9 @@ async def test_multi_item_request_with_images_and_all_outputs():
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == "fake-rm" and body["usage"]["items"] == 2
-    assert set(body["items"][0]) == {"reward", "attributes", "safety"}
+    # Asking for safety applies the safety policy: its verdict and the model's raw reward come along.
+    verdict = {"raw_reward", "flagged", "flagged_categories", "safety_action"}
+    assert set(body["items"][0]) == {"reward", "attributes", "safety"} | verdict
     assert set(body["items"][0]["attributes"]) == {"helpfulness", "correctness"}
     for key in ("x-queue-time-ms", "x-inference-time-ms", "x-total-time-ms"):
         assert float(r.headers[key]) >= 0

@@ -1,20 +1,76 @@
-"""Service layer: wire types and service methods, shared by every transport (no HTTP in here)."""
+"""Service layer: wire types and service methods, shared by every transport (no HTTP in here).
 
+``ScoreService`` is the facade; its method per endpoint family is documented in ``api/service.py``.
+"""
+
+from rmserve.api.compat import (
+    ClassifyRequest,
+    ClassifyResponse,
+    GetRewardRequest,
+    GetRewardResponse,
+    PoolingRequest,
+    PoolingResponse,
+)
+from rmserve.api.critique import CritiqueChunk, CritiqueRequest, CritiqueResponse, CritiqueUsage
 from rmserve.api.images import DecodedImage, ImageCache, ImageLimits, ImageLoader
-from rmserve.api.protocol import ScoreItemIn, ScoreItemOut, ScoreRequest, ScoreResponse
+from rmserve.api.models import EnsembleSpec, Member, ModelSet, Selection
+from rmserve.api.pairs import CompareRequest, CompareResponse, Ranked, RankRequest, RankResponse
+from rmserve.api.protocol import (
+    Conversation,
+    ModelCard,
+    ModelList,
+    ScoreItemIn,
+    ScoreItemOut,
+    ScoreRequest,
+    ScoreResponse,
+    Usage,
+    VerifierSpec,
+)
+from rmserve.api.safety import SafetyItemIn, SafetyItemOut, SafetyRequest, SafetyResponse
 from rmserve.api.service import ScoreResult, ScoreService, ServiceLimits, Timings
+from rmserve.api.uploads import ImageUploadRequest, ImageUploadResponse
 
 __all__ = [
+    "ClassifyRequest",
+    "ClassifyResponse",
+    "CompareRequest",
+    "CompareResponse",
+    "Conversation",
+    "CritiqueChunk",
+    "CritiqueRequest",
+    "CritiqueResponse",
+    "CritiqueUsage",
     "DecodedImage",
+    "EnsembleSpec",
+    "GetRewardRequest",
+    "GetRewardResponse",
     "ImageCache",
     "ImageLimits",
     "ImageLoader",
+    "ImageUploadRequest",
+    "ImageUploadResponse",
+    "Member",
+    "ModelCard",
+    "ModelList",
+    "ModelSet",
+    "PoolingRequest",
+    "PoolingResponse",
+    "RankRequest",
+    "RankResponse",
+    "Ranked",
+    "SafetyItemIn",
+    "SafetyItemOut",
+    "SafetyRequest",
+    "SafetyResponse",
     "ScoreItemIn",
     "ScoreItemOut",
     "ScoreRequest",
     "ScoreResponse",
     "ScoreResult",
     "ScoreService",
+    "Selection",
     "ServiceLimits",
     "Timings",
+    "Usage",
+    "VerifierSpec",
 ]

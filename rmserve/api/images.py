@@ -213,8 +213,8 @@ class ImageLoader:
             found = self.cache.get(sha) if self.cache else None
             if found is None:
                 raise InvalidInput(
-                    f"no image with sha256 {sha} is held by this server (uploads are not "
-                    "enabled yet; send the image inline once and refer to it afterwards)",
+                    f"no image with sha256 {sha} is held by this server (never uploaded, or evicted "
+                    "from the cache since): upload it with POST /v1/images or send it inline",
                     param=param,
                     code="image_not_found",
                 )

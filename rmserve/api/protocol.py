@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 from rmserve.errors import InvalidInput
 
 ReturnField = Literal["reward", "attributes", "safety"]
+VerifierName = Literal["exact_match", "numeric_match", "choice_letter", "boxed"]
+SafetyAction = Literal["none", "flag", "penalize", "replace", "reject"]
 
 
 class ImageRef(BaseModel):
@@ -38,7 +40,8 @@ ImageInput = Annotated[
     Annotated[str, Tag("data")] | Annotated[ImageRef, Tag("ref")],
     Discriminator(_image_kind),
 ]
-UNION_TAGS = frozenset({"data", "ref"})
+# ``str | list[str]`` unions (compat ``input``) tag their members with type names: strip those too.
+UNION_TAGS = frozenset({"data", "ref", "str", "int", "float", "bool"})
 
 
 class Message(BaseModel):
@@ -48,8 +51,8 @@ class Message(BaseModel):
     content: str = Field(description="The turn's text.")
 
 
-class ScoreItemIn(BaseModel):
-    """One conversation and the response to score."""
+class Conversation(BaseModel):
+    """The prompt side of an item: a prompt or chat turns, and images. Shared by every endpoint."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -65,14 +68,8 @@ class ScoreItemIn(BaseModel):
     images: list[ImageInput] = Field(
         default_factory=list,
         description="Images as `data:image/png;base64,...` URLs (raw base64 also accepted) or "
-        '`{"sha256": ...}` references to images the server already holds.',
-    )
-    response: str = Field(description="The response to score; must not be empty or only whitespace.")
-    group: str | None = Field(
-        default=None,
-        max_length=256,
-        description="Optional GRPO group id: items sharing a prompt and images may share a prefix "
-        "computation.",
+        '`{"sha256": ...}` references to images the server already holds (uploaded with POST /v1/images '
+        "or sent inline before).",
     )
     truncate: bool = Field(
         default=False,
@@ -80,20 +77,55 @@ class ScoreItemIn(BaseModel):
         "true -> drop the oldest prompt tokens.",
     )
 
-    @field_validator("response")
-    @classmethod
-    def _response_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("response must not be empty")
-        return value
-
     @model_validator(mode="after")
-    def _prompt_xor_messages(self) -> ScoreItemIn:
+    def _prompt_xor_messages(self):
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of `prompt` or `messages`")
         if self.messages is not None and self.messages[-1].role != "user":
             raise ValueError("`messages` must end with a user turn (the response is scored as the reply)")
         return self
+
+
+def _not_blank(value: str) -> str:
+    if not value.strip():
+        raise ValueError("response must not be empty")
+    return value
+
+
+class ScoreItemIn(Conversation):
+    """One conversation and the response to score."""
+
+    response: str = Field(description="The response to score; must not be empty or only whitespace.")
+    group: str | None = Field(
+        default=None,
+        max_length=256,
+        description="Optional GRPO group id: items sharing a prompt and images may share a prefix "
+        "computation.",
+    )
+    ground_truth: str | None = Field(
+        default=None,
+        description="Reference answer for the request's `verifier` (hybrid reward: 1 if the response's answer "
+        "matches, else sigmoid(model reward)). Needs `verifier`.",
+    )
+
+    @field_validator("response")
+    @classmethod
+    def _response_not_blank(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class VerifierSpec(BaseModel):
+    """A rule-based answer check (rmserve.rewards.verifiers)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: VerifierName = Field(
+        description="exact_match (normalised final answer), numeric_match (last number, within tolerance), "
+        "choice_letter (option A-E), boxed (last \\boxed{...})."
+    )
+    tolerance: float = Field(
+        default=1e-6, ge=0, description="numeric_match / boxed: absolute or relative tolerance."
+    )
 
 
 class ScoreRequest(BaseModel):
@@ -108,8 +140,25 @@ class ScoreRequest(BaseModel):
         alias="return",
         min_length=1,
         description="Which outputs to return per item. `reward` always comes back; "
-        "`attributes` and `safety` need the model's matching heads.",
+        "`attributes` and `safety` need the model's matching heads. Asking for `safety` also applies the "
+        "server's safety policy to the reward (`raw_reward` keeps the model's own).",
     )
+    verifier: VerifierSpec | None = Field(
+        default=None,
+        description='Hybrid reward: a verifier (`"numeric_match"` or `{"name", "tolerance"}`) checks each '
+        "item's `ground_truth`; reward = 1 if it matches, else sigmoid(model reward) (also for items "
+        "without a ground truth).",
+    )
+    on_reject: Literal["reward", "error"] = Field(
+        default="reward",
+        description="When the safety policy rejects an item: `reward` -> the item gets the rule's reward and "
+        '`safety_action: "reject"`; `error` -> the whole request fails with 422 `safety_rejected`.',
+    )
+
+    @field_validator("verifier", mode="before")
+    @classmethod
+    def _verifier_by_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
 
 
 class ScoreItemOut(BaseModel):
@@ -119,6 +168,24 @@ class ScoreItemOut(BaseModel):
     )
     safety: dict[str, float] | None = Field(
         default=None, description="Per-hazard-category probabilities, if requested (e.g. S1, S10)."
+    )
+    raw_reward: float | None = Field(
+        default=None,
+        description="The model's own reward (ensemble-combined), when `reward` was changed from it by a "
+        "verifier or the safety policy (present whenever either was applied).",
+    )
+    verified: bool | None = Field(
+        default=None, description="With a verifier: whether the response matched `ground_truth`."
+    )
+    flagged: bool | None = Field(default=None, description="With the safety policy: any category over threshold.")
+    flagged_categories: list[str] | None = Field(
+        default=None, description="With the safety policy: the categories over their thresholds."
+    )
+    safety_action: SafetyAction | None = Field(
+        default=None, description="With the safety policy: the action taken (the most severe flagged rule's)."
+    )
+    model_rewards: dict[str, float] | None = Field(
+        default=None, description="For an ensemble: each member model's reward."
     )
 
 
@@ -146,6 +213,11 @@ class ModelCard(BaseModel):
     dtype: str = Field(description="Weight precision.")
     attribute_names: list[str] = Field(description="Names of the attributes head's outputs.")
     safety_categories: list[str] = Field(description="Categories of the safety head's outputs.")
+    default: bool = Field(default=False, description="Requests without `model` use this one.")
+    critique: bool = Field(default=False, description="Whether /v1/critique can use it (MM-RLHF critique model).")
+    members: list[str] | None = Field(default=None, description="For the ensemble: its member models.")
+    ensemble_method: str | None = Field(default=None, description="For the ensemble: mean or weighted_mean.")
+    weights: list[float] | None = Field(default=None, description="For the ensemble: each member's weight.")
 
 
 class ModelList(BaseModel):

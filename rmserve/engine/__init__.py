@@ -9,6 +9,7 @@ from rmserve.engine.engine import Engine
 from rmserve.engine.isolation import output_is_finite, score_isolated
 from rmserve.engine.request import EngineResult, Permit
 from rmserve.engine.stats import EngineStats, HistogramSnapshot, StatsSnapshot
+from rmserve.engine.streaming import StreamCancelled, TokenStream
 
 __all__ = [
     "Engine",
@@ -20,6 +21,8 @@ __all__ = [
     "Permit",
     "ScoringModel",
     "StatsSnapshot",
+    "StreamCancelled",
+    "TokenStream",
     "output_is_finite",
     "padded_tokens",
     "score_isolated",

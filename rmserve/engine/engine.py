@@ -5,6 +5,8 @@
     score(permit, items, deadline) ──► pending queue ──► batcher thread ──► ready slot ──► worker thread
                                                           (select_batch)     (1 batch)       (score_isolated)
     futures resolved with loop.call_soon_threadsafe ◄───────────────────────────────────────────┘
+    run_exclusive(fn) ──► Future       (any other model work, e.g. critique generation, run by the
+                                        worker between batches: the model is never used by two threads)
 
 Two threads share one condition variable:
 - the batcher closes a batch when it is full (``max_batch_size`` or the padded-token budget),
@@ -12,6 +14,8 @@ Two threads share one condition variable:
   worker computes, the batcher keeps accumulating and hands over the next batch the moment it
   is full or the worker frees up (prefetch: selection never sits on the worker's critical path);
 - the worker owns the model (``score_batch`` is not thread-safe) and runs one batch at a time.
+  Exclusive jobs (``run_exclusive``) go before the next batch: they are rare (generation) and
+  would otherwise starve while the batcher always has a batch ready under load.
 Expired and cancelled items are dropped by both, so they never cost compute.
 """
 
@@ -22,8 +26,9 @@ import functools
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel
@@ -46,6 +51,7 @@ class Engine:
         self._cv = threading.Condition()
         self._pending: list[Entry] = []  # arrival order
         self._ready: list[Entry] | None = None  # the batch handed to the worker next
+        self._exclusive: deque[tuple[Future, Callable[[], Any]]] = deque()  # run_exclusive jobs, FIFO
         self._worker_busy = False
         self._in_flight = 0  # admitted items not yet released
         self._accepting = False
@@ -86,7 +92,7 @@ class Engine:
             self._cv.notify_all()
             if drain:
                 end = time.monotonic() + timeout
-                while self._in_flight > 0 or self._pending or self._ready or self._worker_busy:
+                while self._in_flight > 0 or self._pending or self._ready or self._worker_busy or self._exclusive:
                     left = end - time.monotonic()
                     if left <= 0:
                         log.warning("drain timed out with %d items in flight", self._in_flight)
@@ -94,10 +100,15 @@ class Engine:
                     self._cv.wait(left)
             self._stop_now = True
             leftovers = [entry.request for entry in self._pending + (self._ready or [])]
+            jobs = list(self._exclusive)
             self._pending, self._ready = [], None
+            self._exclusive.clear()
             self._cv.notify_all()
         for request in dict.fromkeys(leftovers):
             request.fail(NotReady("the server is shutting down", code="shutting_down"))
+        for future, _ in jobs:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(NotReady("the server is shutting down", code="shutting_down"))
         for thread in self._threads:
             thread.join(timeout=max(timeout, 1.0))
         if self._pool is not None:
@@ -163,6 +174,36 @@ class Engine:
         if self._pool is None:
             raise NotReady("the engine is not started", code="not_ready")
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    # ── exclusive model work ───────────────────────────────────────────────────────────────
+
+    def run_exclusive(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` on the worker thread, between batches, and return its future.
+
+        For model work other than scoring (critique generation, pooled hidden states): the model
+        is not thread-safe and the worker is the only thread that touches it. Thread-safe and
+        non-blocking; ``await asyncio.wrap_future(f)`` from a coroutine. Cancelling the future
+        before the job starts drops it; a started job runs to completion (give ``fn`` its own way
+        to stop early, e.g. a generation streamer that raises). Takes no admission permit: callers
+        hold one (``try_admit``) for as long as their job matters to them.
+        """
+        future: Future[T] = Future()
+        with self._cv:
+            if self._stop_now or not self._threads:
+                raise NotReady("the engine is not running", code="not_ready")
+            self._exclusive.append((future, functools.partial(fn, *args, **kwargs)))
+            self._cv.notify_all()
+        return future
+
+    def _run_exclusive_job(self, future: Future, job: Callable[[], Any]) -> None:
+        if not future.set_running_or_notify_cancel():  # cancelled while queued
+            return
+        try:
+            result = job()
+        except BaseException as exc:  # the caller gets it; the worker carries on
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
 
     # ── scoring ────────────────────────────────────────────────────────────────────────────
 
@@ -299,16 +340,23 @@ class Engine:
 
     def _worker_loop(self) -> None:
         while True:
+            job = None
             with self._cv:
-                while self._ready is None and not self._stop_now:
+                while self._ready is None and not self._exclusive and not self._stop_now:
                     self._cv.wait()
-                if self._ready is None:
+                if self._exclusive:
+                    job, batch = self._exclusive.popleft(), []
+                elif self._ready is None:
                     return
-                batch, self._ready = self._ready, None
+                else:
+                    batch, self._ready = self._ready, None
                 self._worker_busy = True
                 self._cv.notify_all()  # the batcher may prepare the next batch now
             try:
-                self._run_batch(batch)
+                if job is not None:
+                    self._run_exclusive_job(*job)
+                else:
+                    self._run_batch(batch)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
                 log.exception("engine worker failed on a batch")
                 for entry in batch:

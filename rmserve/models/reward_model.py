@@ -22,7 +22,7 @@ from .families import detect_family, make_family
 from .heads import Head, HeadSpec, build_heads
 from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
-from .template import render
+from .template import TurnMarkers, render, turn_markers
 from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
 from .vision_cache import VisionFeatureCache, encode_images_cached
 
@@ -67,6 +67,7 @@ class RewardModel(nn.Module):
         self.vision_cache: VisionFeatureCache | None = None
         # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
         self._tokenize_lock = threading.Lock()
+        self._turn_markers: TurnMarkers | None | bool = False  # False: not probed yet
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -127,6 +128,32 @@ class RewardModel(nn.Module):
         if item.images and not self.family.multimodal:
             raise InvalidInput(f"model {self.name!r} is text-only and takes no images", param="images")
         prompt_text, response_text, templated = render(self.tokenizer, item)
+        return self._encode_texts(prompt_text, response_text, templated, item)
+
+    def turn_markers(self) -> TurnMarkers | None:
+        """The chat template's assistant-turn markers (None without a chat template); probed once."""
+        if self._turn_markers is False:
+            self._turn_markers = turn_markers(self.tokenizer)
+        return self._turn_markers  # type: ignore[return-value]
+
+    def encode_rendered(self, prompt_text: str, response: str, *, images: list | None = None,
+                        truncate: bool = False, image_hashes: list[str] | None = None) -> EncodedItem:
+        """Encode a prompt that is already templated text (e.g. the prompt part of a decoded OpenRLHF
+        query) and the reply's plain text (no end-of-turn marker). The ids equal ``encode`` of the
+        conversation whose template rendering is ``prompt_text``, with ``response`` as the reply."""
+        item = ScoreItem(response=response, prompt=prompt_text, images=list(images or []), truncate=truncate,
+                         image_hashes=list(image_hashes or []))
+        if not response or not response.strip():
+            raise InvalidInput("response must not be empty", param="response")
+        if item.images and not self.family.multimodal:
+            raise InvalidInput(f"model {self.name!r} is text-only and takes no images", param="images")
+        markers = self.turn_markers()
+        if markers is not None:
+            return self._encode_texts(prompt_text, markers.response_prefix + response + markers.assistant_end,
+                                      True, item)
+        return self._encode_texts(prompt_text, response + (self.tokenizer.eos_token or ""), False, item)
+
+    def _encode_texts(self, prompt_text: str, response_text: str, templated: bool, item: ScoreItem) -> EncodedItem:
         with self._tokenize_lock:
             prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
             response_ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]

@@ -8,6 +8,8 @@ prompt's ids exactly (what prefix sharing needs).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..errors import InvalidInput
 from .types import ScoreItem
 
@@ -74,3 +76,39 @@ def render(tokenizer, item: ScoreItem, response: str | None = None) -> tuple[str
         return prompt_text, full_text[len(prompt_text):].rstrip(), True
     eos = tokenizer.eos_token or ""
     return _plain(messages), response + eos, False
+
+
+_SENTINEL = "RMSERVE_RESPONSE_SENTINEL"
+
+
+@dataclass(frozen=True)
+class TurnMarkers:
+    """Where a chat template puts an assistant reply, learned by rendering a probe conversation.
+
+    ``assistant_start``: the generation prompt (text that opens an assistant turn, e.g.
+    ``<|im_start|>assistant\n``); ``response_prefix``: text the template adds between that and the
+    reply's content (usually empty); ``assistant_end``: what closes the reply, trailing whitespace
+    removed (e.g. ``<|im_end|>``), so ``response_prefix + reply + assistant_end`` is exactly the
+    response text ``render`` produces for that reply.
+    """
+
+    assistant_start: str
+    response_prefix: str
+    assistant_end: str
+
+
+def turn_markers(tokenizer) -> TurnMarkers | None:
+    """The template's assistant-turn markers, or None without a chat template (or one that cannot be probed)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    probe = [{"role": "user", "content": "x"}]
+    try:
+        closed = tokenizer.apply_chat_template(probe, add_generation_prompt=False, tokenize=False)
+        opened = tokenizer.apply_chat_template(probe, add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(probe + [{"role": "assistant", "content": _SENTINEL}], tokenize=False)
+    except Exception:  # a template that needs other inputs: no markers, callers fall back
+        return None
+    if not (opened.startswith(closed) and full.startswith(opened) and _SENTINEL in full[len(opened):]):
+        return None
+    before, after = full[len(opened):].split(_SENTINEL, 1)
+    return TurnMarkers(assistant_start=opened[len(closed):], response_prefix=before, assistant_end=after.rstrip())

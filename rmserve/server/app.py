@@ -9,27 +9,33 @@ and starts the engine, while /healthz already answers and /readyz says 503 until
 (so orchestrators can tell "alive, still loading" from "dead"). Shutdown marks the server as
 draining (/readyz 503), lets the engine finish admitted work, then stops it. uvicorn itself
 stops accepting connections and waits for open requests before the lifespan ends.
+
+With ``config.grpc_port`` the lifespan also runs the gRPC server (server/grpc_server.py) over the
+same service: it starts with the app (health NOT_SERVING until the model is ready) and stops first
+on shutdown (NOT_SERVING, new calls refused, running calls get the drain budget).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 
 from rmserve import __version__
-from rmserve.api import ImageCache, ImageLimits, ImageLoader, ScoreService, ServiceLimits
+from rmserve.api import EnsembleSpec, ImageCache, ImageLimits, ImageLoader, ModelSet, ScoreService, ServiceLimits
 from rmserve.config import ServerConfig
 from rmserve.engine import Engine, ScoringModel
 from rmserve.models.types import ModelInfo
-from rmserve.server import rest
+from rmserve.server import compat, rest, rest_v1
 from rmserve.server.errors import install_error_handlers
+from rmserve.server.grpc_server import GrpcServer
 from rmserve.server.metrics import Metrics
-from rmserve.server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from rmserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
 
 log = logging.getLogger("rmserve.server")
 
@@ -40,12 +46,14 @@ ModelFactory = Callable[[ServerConfig], ScoringModel]
 class AppState:
     config: ServerConfig
     metrics: Metrics
-    engine: Engine | None = None
+    engine: Engine | None = None  # the first model's engine (metrics); all of them are in ``engines``
+    engines: dict[str, Engine] = field(default_factory=dict)  # name -> engine, in load order
     service: ScoreService | None = None
     info: ModelInfo | None = None
     ready: bool = False
     draining: bool = False
     load_error: str | None = None
+    grpc: GrpcServer | None = None  # the gRPC server beside REST, when config.grpc_port is set
 
 
 def load_model_from_config(config: ServerConfig) -> ScoringModel:
@@ -69,7 +77,8 @@ def warn_if_untrained(info: ModelInfo) -> None:
         )
 
 
-def build_service(engine: Engine, config: ServerConfig) -> ScoreService:
+def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) -> ScoreService:
+    """The service over one engine, or several (an ensemble of all of them, per ``config.ensemble``)."""
     image_limits = ImageLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_image_bytes)
     cache = ImageCache(config.image_cache_mb * 1024 * 1024) if config.image_cache_mb else None
     limits = ServiceLimits(
@@ -77,56 +86,144 @@ def build_service(engine: Engine, config: ServerConfig) -> ScoreService:
         max_images_per_item=config.max_images_per_item,
         images=image_limits,
     )
-    return ScoreService(engine, limits=limits, images=ImageLoader(image_limits, cache))
+    if isinstance(engines, Engine):
+        engines = {engines.model.info.name: engines}
+    weights = config.ensemble_weight_list()
+    ensemble = EnsembleSpec(config.ensemble_name, config.ensemble, tuple(weights) if weights else None)
+    return ScoreService(
+        ModelSet(engines, ensemble=ensemble),
+        limits=limits,
+        images=ImageLoader(image_limits, cache),
+        safety=config.build_safety_policy(),
+        apply_safety=config.safety_apply,  # type: ignore[arg-type]  # validated by ServerConfig
+        compat_verifier=config.compat_verifier,
+    )
 
 
-async def _bring_up(state: AppState, model: ScoringModel | None, factory: ModelFactory) -> None:
+def _named(models: Sequence[ScoringModel] | Mapping[str, ScoringModel]) -> dict[str, ScoringModel]:
+    """Models by unique name: a mapping's keys (the models are renamed), else their own names (-2, -3 on clashes)."""
+    named: dict[str, ScoringModel] = {}
+    items = models.items() if isinstance(models, Mapping) else [(None, m) for m in models]
+    for name, model in items:
+        if name is None:
+            base = name = model.info.name
+            suffix = 2
+            while name in named:
+                name, suffix = f"{base}-{suffix}", suffix + 1
+        if model.info.name != name:
+            _rename(model, name)
+        named[name] = model
+    return named
+
+
+def _rename(model: ScoringModel, name: str) -> None:
+    if isinstance(getattr(type(model), "info", None), property):
+        model.name = name  # RewardModel: info is computed from .name
+    else:
+        model.info.name = name
+
+
+async def _load_models(config: ServerConfig, factory: ModelFactory) -> dict[str, ScoringModel]:
+    specs = config.model_specs()
+    loaded: dict[str, ScoringModel] | list[ScoringModel] = {} if all(name for name, _ in specs) else []
+    for name, path in specs:
+        cfg = config if len(specs) == 1 else dataclasses.replace(config, model=path)
+        model = await asyncio.to_thread(factory, cfg)
+        if isinstance(loaded, dict):
+            loaded[name] = model
+        else:
+            if name:
+                _rename(model, name)
+            loaded.append(model)
+    return _named(loaded)
+
+
+async def _bring_up(
+    state: AppState, models: Sequence[ScoringModel] | Mapping[str, ScoringModel] | None, factory: ModelFactory
+) -> None:
     config = state.config
+    engines: dict[str, Engine] = {}
     try:
-        if model is None:
-            model = await asyncio.to_thread(factory, config)
-        info = model.info
-        warn_if_untrained(info)
-        if info.max_length > config.max_batch_tokens:
-            log.warning(
-                "max_batch_tokens=%d is below the model's max_length=%d: items longer than the "
-                "budget will be refused; raise --max-batch-tokens to serve them",
-                config.max_batch_tokens,
-                info.max_length,
-            )
-        engine = Engine(model, config.engine_config())
-        await asyncio.to_thread(engine.start, warmup=config.warmup)
-        state.engine, state.info = engine, info
-        state.service = build_service(engine, config)
-        state.metrics.engine = engine
+        named = _named(models) if models is not None else await _load_models(config, factory)
+        for name, model in named.items():
+            info = model.info
+            warn_if_untrained(info)
+            if info.max_length > config.max_batch_tokens:
+                log.warning(
+                    "max_batch_tokens=%d is below model %s's max_length=%d: items longer than the "
+                    "budget will be refused; raise --max-batch-tokens to serve them",
+                    config.max_batch_tokens,
+                    name,
+                    info.max_length,
+                )
+            engine = Engine(model, config.engine_config())
+            await asyncio.to_thread(engine.start, warmup=config.warmup)
+            engines[name] = engine
+        _warn_about_policy(config, [m.info for m in named.values()])
+        state.service = build_service(engines, config)
+        state.engines = engines
+        state.engine = next(iter(engines.values()))
+        state.info = state.engine.model.info
+        state.metrics.engine = state.engine
         state.ready = state.metrics.ready = not state.draining
-        log.info("ready: model %s (%s, %s on %s)", info.name, info.family, info.dtype, info.device)
+        for name, engine in engines.items():
+            info = engine.model.info
+            log.info("ready: model %s (%s, %s on %s)", name, info.family, info.dtype, info.device)
+        if state.service.models.ensemble is not None:
+            ens = state.service.models.ensemble
+            log.info("ensemble %r = %s of %s (the default model)", ens.name, ens.method, [m.name for m in ens.members])
     except Exception as exc:  # keep serving /healthz (503) so the failure is visible, not a crash loop
         state.load_error = f"{type(exc).__name__}: {exc}"
         log.exception("model failed to load")
+        for engine in engines.values():
+            await asyncio.to_thread(engine.stop, drain=False, timeout=1.0)
+
+
+def _warn_about_policy(config: ServerConfig, infos: list[ModelInfo]) -> None:
+    categories = {c for info in infos for c in info.safety_categories}
+    policy = config.build_safety_policy()
+    unknown = sorted(set(policy.rules) - categories)
+    if unknown and categories:
+        log.warning("safety_policy names categories no served model reports: %s (models report %s)",
+                    ", ".join(unknown), ", ".join(sorted(categories)))
 
 
 def create_app(
     config: ServerConfig | None = None,
     *,
     model: ScoringModel | None = None,
+    models: Sequence[ScoringModel] | Mapping[str, ScoringModel] | None = None,
     model_factory: ModelFactory | None = None,
 ) -> FastAPI:
+    """``model``: one already-built model; ``models``: several (an ensemble; a mapping names them);
+    else ``model_factory(config)`` (default: load ``config.model``), once per --model directory."""
     config = config or ServerConfig()
     state = AppState(config=config, metrics=Metrics())
+    if model is not None:
+        models = [model]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bring_up = asyncio.create_task(_bring_up(state, model, model_factory or load_model_from_config))
+        if config.grpc_port:  # up at once, NOT_SERVING until the model is ready
+            state.grpc = GrpcServer(state, host=config.host, port=config.grpc_port)
+            await state.grpc.start()
+        bring_up = asyncio.create_task(_bring_up(state, models, model_factory or load_model_from_config))
+        if state.grpc is not None:
+            bring_up.add_done_callback(lambda _: state.grpc and state.grpc.on_change())
         try:
             yield
         finally:
             state.draining, state.ready, state.metrics.ready = True, False, False
+            if state.grpc is not None:  # NOT_SERVING, refuse new calls, let running ones finish
+                await state.grpc.stop(grace=config.drain_timeout_s)
             # Loading runs in a thread that cannot be interrupted: give it the drain budget.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(bring_up), timeout=config.drain_timeout_s)
-            if state.engine is not None:
-                await asyncio.to_thread(state.engine.stop, drain=True, timeout=config.drain_timeout_s)
+            stops = [
+                asyncio.to_thread(engine.stop, drain=True, timeout=config.drain_timeout_s)
+                for engine in (state.engines or {}).values()
+            ]
+            await asyncio.gather(*stops)
             log.info("stopped")
 
     app = FastAPI(
@@ -139,6 +236,10 @@ def create_app(
     app.state.rmserve = state
     install_error_handlers(app)
     app.include_router(rest.router)
+    app.include_router(rest_v1.router)
+    app.include_router(compat.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
+    if config.api_key:
+        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)  # added last = outermost
     return app

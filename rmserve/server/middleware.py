@@ -1,7 +1,8 @@
-"""Pure-ASGI middleware: request metrics (outermost, so every response is counted) and a body limit."""
+"""Pure-ASGI middleware: request metrics (outermost, so every response is counted), a body limit, API keys."""
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from starlette.exceptions import HTTPException
@@ -85,3 +86,44 @@ def _content_length(scope: Scope) -> int | None:
             except ValueError:
                 return None
     return None
+
+
+# Probes and scrapes stay open: orchestrators and Prometheus carry no API key.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+
+
+def api_key_matches(header: str | None, api_key: str) -> bool:
+    """``Authorization: Bearer <key>`` (or the bare key) equals ``api_key``, compared in constant time."""
+    if not header:
+        return False
+    scheme, _, token = header.strip().partition(" ")
+    given = token.strip() if scheme.lower() == "bearer" and token else header.strip()
+    return hmac.compare_digest(given.encode(), api_key.encode())
+
+
+class ApiKeyMiddleware:
+    """401 in the standard error shape unless the request carries the configured API key
+    (``Authorization: Bearer <key>`` or ``x-api-key: <key>``); OPEN_PATHS need none."""
+
+    def __init__(self, app: ASGIApp, api_key: str):
+        self.app = app
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {key: value for key, value in scope.get("headers", ()) if key in (b"authorization", b"x-api-key")}
+        given = headers.get(b"authorization") or headers.get(b"x-api-key")
+        if not api_key_matches(given.decode("latin-1") if given else None, self.api_key):
+            message = "missing API key" if given is None else "invalid API key"
+            response = error_response(
+                401,
+                f"{message}; send `Authorization: Bearer <key>`",
+                "authentication_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
 
-from rmserve.api.protocol import ErrorResponse, ModelCard, ModelList, ScoreRequest, ScoreResponse
+from rmserve.api.protocol import ErrorResponse, ModelList, ScoreRequest, ScoreResponse
 from rmserve.api.service import ScoreService
 from rmserve.errors import NotReady
 from rmserve.server.errors import error_response
@@ -52,6 +52,12 @@ def _service(request: Request) -> ScoreService:
     return state.service
 
 
+def request_deadline(state: AppState, timeout_ms: float | None) -> float | None:
+    """The ``time.monotonic()`` deadline of a request: its header's timeout, else the server default."""
+    timeout_s = timeout_ms / 1000 if timeout_ms else state.config.request_timeout_s
+    return time.monotonic() + timeout_s if timeout_s else None
+
+
 def _not_ready_reason(state: AppState) -> str:
     if state.load_error:
         return f"the model failed to load: {state.load_error}"
@@ -77,8 +83,7 @@ async def score(
 ) -> ScoreResponse | JSONResponse:
     state = _state(request)
     service = _service(request)
-    timeout_s = x_request_timeout_ms / 1000 if x_request_timeout_ms else state.config.request_timeout_s
-    deadline = time.monotonic() + timeout_s if timeout_s else None
+    deadline = request_deadline(state, x_request_timeout_ms)
     result = await _unless_client_leaves(request, service.score(body, deadline=deadline))
     if result is None:  # nobody is listening; the status is for access logs and metrics only
         return error_response(499, "client closed the request", "client_closed_request")
@@ -90,24 +95,11 @@ async def score(
     return result.response
 
 
-@router.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="The model served")
+@router.get(
+    "/v1/models", response_model=ModelList, responses=ERRORS, summary="The models served (and the ensemble)"
+)
 async def models(request: Request) -> ModelList:
-    _service(request)
-    info = _state(request).info
-    assert info is not None  # set together with the service
-    card = ModelCard(
-        id=info.name,
-        family=info.family,
-        heads=list(info.heads),
-        max_length=info.max_length,
-        multimodal=info.multimodal,
-        untrained=info.untrained,
-        device=info.device,
-        dtype=info.dtype,
-        attribute_names=list(info.attribute_names),
-        safety_categories=list(info.safety_categories),
-    )
-    return ModelList(data=[card])
+    return _service(request).model_list()
 
 
 @router.get("/healthz", summary="Liveness: the process is up (503 if the model failed to load)")
@@ -117,8 +109,10 @@ async def healthz(request: Request) -> JSONResponse:
         return error_response(
             503, f"model failed to load: {state.load_error}", "unavailable", code="load_failed"
         )
-    if state.engine is not None and not state.engine.health().healthy:
-        return error_response(503, state.engine.health().detail, "unavailable", code="engine_dead")
+    for engine in _engines(state):
+        health = engine.health()
+        if not health.healthy:
+            return error_response(503, health.detail, "unavailable", code="engine_dead")
     return JSONResponse({"status": "ok"})
 
 
@@ -127,10 +121,15 @@ async def healthz(request: Request) -> JSONResponse:
 )
 async def readyz(request: Request) -> JSONResponse:
     state = _state(request)
-    engine = state.engine
-    if not state.ready or engine is None or not engine.health().accepting:
+    engines = _engines(state)
+    if not state.ready or not engines or not all(engine.health().accepting for engine in engines):
         return error_response(503, _not_ready_reason(state), "unavailable", code="not_ready")
-    return JSONResponse({"status": "ready", "model": state.info.name if state.info else None})
+    default = state.service.models.default.name if state.service else None
+    return JSONResponse({"status": "ready", "model": default})
+
+
+def _engines(state: AppState) -> list:
+    return list(state.engines.values()) if state.engines else [e for e in [state.engine] if e is not None]
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

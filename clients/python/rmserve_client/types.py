@@ -1,0 +1,205 @@
+"""Typed results (frozen dataclasses), parsed from the REST JSON shapes (gRPC answers are converted to
+those shapes first, so both transports give identical objects).
+
+Inputs are plain: an item is a dict in the REST shape, ``{"prompt" | "messages", "response",
+"images"?, "group"?, "truncate"?, "id"?}``, where images may be PIL images, bytes, file paths,
+``data:`` URLs or ``{"sha256": ...}`` references.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rmserve_client.exceptions import RMServeError
+
+
+def _floats(value: Any) -> dict[str, float] | None:
+    if not value:
+        return None
+    return {str(k): float(v) for k, v in value.items()}
+
+
+@dataclass(frozen=True)
+class SafetyResult:
+    """Per-category hazard probabilities and what the server's safety policy made of them. From
+    ``safety()``, ``reward`` / ``raw_reward`` are the reward after and before the policy's action."""
+
+    categories: dict[str, float]
+    flagged: bool | None = None
+    action: str | None = None  # none | flag | penalize | replace | reject
+    flagged_categories: tuple[str, ...] = ()
+    reward: float | None = None
+    raw_reward: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SafetyResult:
+        reward, raw = data.get("reward"), data.get("raw_reward")
+        flagged = data.get("flagged")
+        return cls(
+            categories=_floats(data.get("categories")) or {},
+            flagged=bool(flagged) if flagged is not None else None,
+            action=data.get("action") or None,
+            flagged_categories=tuple(data.get("flagged_categories") or ()),
+            reward=float(reward) if reward is not None else None,
+            raw_reward=float(raw) if raw is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """One item's outputs.
+
+    ``raw_reward``: the model's own reward when a verifier or the safety policy changed ``reward``
+    (else None). ``safety``: present when requested (``returns=["safety"]``) or when the policy ran.
+    ``verified``: with a verifier, whether the response matched the ground truth. ``model_rewards``:
+    per member model, for an ensemble. ``id`` and ``error`` are set by ``score_stream`` (a failed
+    item there has ``error`` set and ``reward`` NaN, instead of raising)."""
+
+    reward: float
+    raw_reward: float | None = None
+    attributes: dict[str, float] | None = None
+    safety: SafetyResult | None = None
+    verified: bool | None = None
+    model_rewards: dict[str, float] | None = None
+    id: str | None = None
+    error: RMServeError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, id: str | None = None) -> ScoreResult:
+        raw = data.get("raw_reward")
+        safety = None
+        if data.get("safety") or data.get("flagged") is not None or data.get("safety_action"):
+            flagged = data.get("flagged")
+            safety = SafetyResult(
+                categories=_floats(data.get("safety")) or {},
+                flagged=bool(flagged) if flagged is not None else None,
+                action=data.get("safety_action") or None,
+                flagged_categories=tuple(data.get("flagged_categories") or ()),
+            )
+        verified = data.get("verified")
+        return cls(
+            reward=float(data["reward"]),
+            raw_reward=float(raw) if raw is not None else None,
+            attributes=_floats(data.get("attributes")),
+            safety=safety,
+            verified=bool(verified) if verified is not None else None,
+            model_rewards=_floats(data.get("model_rewards")),
+            id=id,
+        )
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Pairwise preference: ``prob_a_better`` = sigmoid(reward_a - reward_b), ``margin`` = reward_a - reward_b,
+    and MM-DPO's dynamic ``beta`` = beta0 * (1 + w * (1 - exp(-k * |margin|)))."""
+
+    reward_a: float
+    reward_b: float
+    prob_a_better: float
+    margin: float
+    beta: float | None = None
+    model: str | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CompareResult:
+        a, b = float(data["reward_a"]), float(data["reward_b"])
+        beta = data.get("beta")
+        return cls(
+            reward_a=a,
+            reward_b=b,
+            prob_a_better=float(data["prob_a_better"]),
+            margin=float(data.get("margin", a - b)),
+            beta=float(beta) if beta is not None else None,
+            model=data.get("model") or None,
+        )
+
+
+@dataclass(frozen=True)
+class RankedResponse:
+    index: int  # position in the request's responses
+    reward: float
+
+
+@dataclass(frozen=True)
+class RankResult:
+    """Responses best first, plus a DPO pair (chosen, rejected); ``rejected_index`` None if no pair met min_margin."""
+
+    ranking: tuple[RankedResponse, ...]
+    chosen_index: int | None
+    rejected_index: int | None
+    margin: float | None = None  # chosen reward - rejected reward
+
+    @property
+    def rewards(self) -> dict[int, float]:
+        """Reward by response index (only the ranked ones, with top_k)."""
+        return {entry.index: entry.reward for entry in self.ranking}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RankResult:
+        ranking = tuple(RankedResponse(int(r["index"]), float(r["reward"])) for r in data.get("ranking") or ())
+
+        def index(key: str) -> int | None:
+            value = data.get(key)
+            return None if value is None or int(value) < 0 else int(value)
+
+        margin = data.get("margin")
+        return cls(
+            ranking=ranking,
+            chosen_index=index("chosen_index"),
+            rejected_index=index("rejected_index"),
+            margin=float(margin) if margin is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class CritiqueResult:
+    critique: str
+    reward: float
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CritiqueResult:
+        return cls(critique=str(data.get("critique", "")), reward=float(data["reward"]))
+
+
+@dataclass(frozen=True)
+class CritiqueChunk:
+    """A piece of a streamed critique (``text``); the last has ``done``, the whole ``critique`` and the ``reward``."""
+
+    text: str
+    done: bool = False
+    critique: str | None = None
+    reward: float | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CritiqueChunk:
+        reward = data.get("reward")
+        return cls(
+            text=str(data.get("delta") or ""),
+            done=bool(data.get("done", False)),
+            critique=data.get("critique"),
+            reward=float(reward) if reward is not None else None,
+        )
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+    bytes: int | None = None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> UploadResult:
+        w, h, n = data.get("width"), data.get("height"), data.get("bytes")
+        return cls(
+            sha256=str(data["sha256"]),
+            width=int(w) if w else None,
+            height=int(h) if h else None,
+            bytes=int(n) if n else None,
+        )

@@ -1,0 +1,390 @@
+"""Compat endpoints with the exact shapes real RL frameworks send and read (DESIGN.md section 4).
+
+OpenRLHF remote RM, ``POST /get_reward``::
+
+    {"query": [str], "prompts": [str]?, "labels": [...]?}
+    -> {"rewards": [float], "scores": [float], "extra_logs": {name: [float]}}
+
+vLLM-style (veRL's reward loop), ``POST /classify`` and ``POST /pooling``::
+
+    {"model", "input": str | [str], "use_activation" | "activation": bool}
+    -> {"id", "object": "list", "created", "model", "data": [...], "usage"}
+
+These clients send text, not conversations: an OpenRLHF ``query`` is the decoded prompt + response
+token ids with special tokens kept (possibly with pad tokens around it); a veRL ``input`` is the
+whole conversation rendered by the chat template, assistant turn included. The server splits such
+text back into (templated prompt, response) and re-encodes it exactly as ``/v1/score`` would encode
+the conversation (``RewardModel.encode_rendered``), so the reward equals direct scoring. The rule:
+
+1. strip pad tokens from both ends of the query (and of the prompt);
+2. if the prompt is given and the query starts with it, the response is the rest;
+   otherwise the response starts after the **last** assistant-turn opener of the model's chat
+   template (``<|im_start|>assistant\\n`` for ChatML; learned by rendering a probe conversation);
+   neither -> 422 ``unsplittable_query`` naming the item;
+3. the response's end-of-turn marker (the template's, e.g. ``<|im_end|>``, else the EOS token) and the
+   whitespace after it are removed once; the model adds its own back when encoding. Whitespace inside
+   the response is kept (it is part of what was generated).
+
+With an ensemble, the text is split with the first member's chat template and re-encoded by every
+member: the text was rendered with one template, so the members are assumed to share it.
+
+Unknown request fields are ignored, not refused, as vLLM and OpenRLHF's own servers do: these
+clients (and their forks) add fields such as ``add_special_tokens``, ``priority`` or ``datasources``.
+
+OpenRLHF: ``scores`` equal ``rewards``; ``extra_logs`` carries ``raw_reward`` when the reward was
+composed (safety policy with ``safety_apply: always``, or the ``compat_verifier`` on ``labels``),
+``verified`` (1/0) with a verifier, ``safety_flagged`` (1/0) with the policy, and each member's
+reward (``reward/<model>``) for an ensemble.
+
+vLLM /classify: ``probs = [sigmoid(reward)]`` with activation on (vLLM's default), ``[reward]``
+with ``use_activation`` (or the older ``activation``) false; ``label`` is ``LABEL_0`` and
+``num_classes`` 1, as vLLM reports a ``num_labels=1`` reward model.
+
+vLLM /pooling: ``data`` is the reward as a one-element vector ``[reward]`` (``use_activation: true``
+-> ``[sigmoid(reward)]``); ``"task": "embed"`` returns the pooled final hidden state instead (the
+vector the heads read; L2-normalised unless ``use_activation`` is false, vLLM's embed default),
+from a single model (not an ensemble).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rmserve.api.scoring import Job, Scored, compose_reward
+from rmserve.errors import InvalidInput
+from rmserve.rewards import sigmoid
+
+if TYPE_CHECKING:
+    from rmserve.api.models import Selection
+    from rmserve.api.service import ScoreService
+
+# ── splitting decoded text back into (prompt, response) ────────────────────────────────────────
+
+
+def _strip_repeated(text: str, token: str | None, *, left: bool) -> str:
+    if not token:
+        return text
+    if left:
+        while text.startswith(token):
+            text = text[len(token) :]
+    else:
+        while text.endswith(token):
+            text = text[: -len(token)]
+    return text
+
+
+def split_conversation(
+    query: str,
+    prompt: str | None = None,
+    *,
+    assistant_start: str | None = None,
+    assistant_end: str | None = None,
+    response_prefix: str = "",
+    pad_token: str | None = None,
+    eos_token: str | None = None,
+) -> tuple[str, str] | None:
+    """``(templated prompt, response)`` of decoded prompt+response text (rule in the module doc); None if
+    the response cannot be found."""
+    text = _strip_repeated(_strip_repeated(query, pad_token, left=True), pad_token, left=False)
+    prompt_text = None
+    if prompt is not None:
+        prompt = _strip_repeated(prompt, pad_token, left=True)
+        if prompt and text.startswith(prompt):
+            prompt_text, rest = prompt, text[len(prompt) :]
+    if prompt_text is None:
+        if not assistant_start or assistant_start not in text:
+            return None
+        cut = text.rindex(assistant_start) + len(assistant_start)
+        prompt_text, rest = text[:cut], text[cut:]
+    if response_prefix and rest.startswith(response_prefix):
+        rest = rest[len(response_prefix) :]
+    for marker in dict.fromkeys(m for m in (assistant_end, eos_token) if m):
+        trimmed = rest.rstrip()
+        if trimmed.endswith(marker):
+            rest = trimmed[: -len(marker)]
+            break
+    return prompt_text, rest
+
+
+def _splitter(selection: Selection):
+    model = selection.primary.model
+    markers = model.turn_markers() if hasattr(model, "turn_markers") else None
+    tokenizer = getattr(model, "tokenizer", None)
+    options = {
+        "assistant_start": markers.assistant_start if markers else None,
+        "assistant_end": markers.assistant_end if markers else None,
+        "response_prefix": markers.response_prefix if markers else "",
+        "pad_token": getattr(tokenizer, "pad_token", None),
+        "eos_token": getattr(tokenizer, "eos_token", None),
+    }
+    return lambda query, prompt: split_conversation(query, prompt, **options)
+
+
+def _text_jobs(selection: Selection, texts: list[str], prompts: list[str] | None, field: str, *, truncate=False):
+    split = _splitter(selection)
+    jobs = []
+    for i, text in enumerate(texts):
+        where = lambda param, i=i: f"{field}.{i}"  # noqa: E731  (every error points at the whole text)
+        parts = split(text, prompts[i] if prompts is not None else None)
+        if parts is None or not parts[1].strip():
+            what = "no response after" if parts is not None else "no"
+            raise InvalidInput(
+                f"cannot find the response in {field}.{i}: {what} assistant turn of this model's chat template "
+                "(send the conversation rendered with the model's chat template"
+                + (", and its prompt in `prompts`" if field == "query" else "")
+                + ")",
+                param=f"{field}.{i}",
+                code="unsplittable_query",
+            )
+        jobs.append(Job(response=parts[1], where=where, prompt=parts[0], rendered=True, truncate=truncate))
+    return jobs
+
+
+# ── OpenRLHF ───────────────────────────────────────────────────────────────────────────────────
+
+
+class GetRewardRequest(BaseModel):
+    """OpenRLHF's remote reward model request (unknown fields are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    query: list[str] = Field(
+        min_length=1,
+        description="Decoded prompt + response token ids, special tokens kept (OpenRLHF's `queries`).",
+    )
+    prompts: list[str] | None = Field(
+        default=None, description="The decoded prompts, same length: query = prompt + response."
+    )
+    labels: list[Any] | None = Field(
+        default=None,
+        description="Per-query labels; ground truths for the server's `compat_verifier` when one is set.",
+    )
+
+
+class GetRewardResponse(BaseModel):
+    rewards: list[float] = Field(description="One reward per query.")
+    scores: list[float] = Field(description="Same as rewards (OpenRLHF uses them for dynamic filtering).")
+    extra_logs: dict[str, list[float]] = Field(description="Per-query values OpenRLHF logs, by name.")
+
+
+async def get_reward(
+    service: ScoreService, request: GetRewardRequest, *, deadline: float | None = None
+) -> GetRewardResponse:
+    n = len(request.query)
+    for name in ("prompts", "labels"):
+        given = getattr(request, name)
+        if given is not None and len(given) != n:
+            raise InvalidInput(
+                f"`{name}` has {len(given)} entries for {n} queries; send one per query",
+                param=name,
+                code="length_mismatch",
+            )
+    selection = service.models.default
+    service.check_items(n, "query")
+    scored = await service.scorer.run(selection, _text_jobs(selection, request.query, request.prompts, "query"),
+                                      deadline=deadline)
+    verifier = (service.compat_verifier, 1e-6) if service.compat_verifier and request.labels is not None else None
+    apply_safety = service.wants_safety(False, selection)
+    rewards, logs = [], {}
+    for i, output in enumerate(scored.outputs):
+        label = request.labels[i] if request.labels is not None else None
+        label = None if label is None or label == "" else label  # OpenRLHF sends "" when a dataset has none
+        composed = compose_reward(
+            output.reward,
+            response="" if verifier is None else _response_of(request, i, selection),
+            verifier=verifier,  # items without a label get sigmoid(reward), like the others' scale
+            ground_truth=str(label) if label is not None else None,
+            safety=output.safety if apply_safety else None,
+            policy=service.safety_policy,
+        )
+        rewards.append(composed.reward)
+        if composed.changed_by:
+            logs.setdefault("raw_reward", []).append(composed.raw_reward)
+        if verifier is not None:
+            logs.setdefault("verified", []).append(1.0 if composed.verified else 0.0)
+        if composed.decision is not None:
+            logs.setdefault("safety_flagged", []).append(1.0 if composed.decision.flagged else 0.0)
+        for name, value in (scored.model_rewards[i] if scored.model_rewards else {}).items():
+            logs.setdefault(f"reward/{name}", []).append(value)
+    logs = {k: v for k, v in logs.items() if len(v) == n}  # only complete columns
+    return GetRewardResponse(rewards=rewards, scores=list(rewards), extra_logs=logs)
+
+
+def _response_of(request: GetRewardRequest, i: int, selection: Selection) -> str:
+    parts = _splitter(selection)(request.query[i], request.prompts[i] if request.prompts else None)
+    return parts[1] if parts else request.query[i]
+
+
+# ── vLLM-style /classify and /pooling ──────────────────────────────────────────────────────────
+
+
+class _VllmRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(default=None, description="Served model name (or its directory); default model if unset.")
+    input: str | list[str] = Field(
+        description="Whole conversation(s) rendered with the model's chat template, assistant turn included."
+    )
+    use_activation: bool | None = Field(default=None, description="Apply the activation (see the endpoint).")
+    activation: bool | None = Field(default=None, description="Older name of `use_activation`.")
+    truncate_prompt_tokens: int | None = Field(
+        default=None, ge=-1, description="Any value: drop the oldest prompt tokens instead of refusing a long input."
+    )
+    add_special_tokens: bool | None = Field(
+        default=None, description="Accepted and ignored: the text is re-encoded exactly as the model's own template."
+    )
+
+    def texts(self) -> list[str]:
+        texts = [self.input] if isinstance(self.input, str) else list(self.input)
+        if not texts:
+            raise InvalidInput("`input` is an empty list", param="input", code="too_short")
+        return texts
+
+    def activation_on(self, default: bool) -> bool:
+        for value in (self.use_activation, self.activation):
+            if value is not None:
+                return value
+        return default
+
+
+class ClassifyRequest(_VllmRequest):
+    """vLLM's classification request (unknown fields are ignored)."""
+
+
+class ClassificationData(BaseModel):
+    index: int = Field(description="Position of the input.")
+    label: str | None = Field(description="`LABEL_0`: a reward model has one output.")
+    probs: list[float] = Field(description="[sigmoid(reward)] with activation on, [reward] with it off.")
+    num_classes: int = Field(description="Always 1.")
+
+
+class UsageInfo(BaseModel):
+    prompt_tokens: int = Field(description="Tokens scored.")
+    total_tokens: int = Field(description="Same as prompt_tokens.")
+    completion_tokens: int = Field(default=0, description="Always 0.")
+    prompt_tokens_details: None = Field(default=None, description="Always null.")
+
+
+class ClassifyResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"classify-{uuid.uuid4().hex}", description="Request id.")
+    object: str = Field(default="list", description="Always `list`.")
+    created: int = Field(default_factory=lambda: int(time.time()), description="Unix time.")
+    model: str = Field(description="The model (or ensemble) that scored.")
+    data: list[ClassificationData] = Field(description="One entry per input.")
+    usage: UsageInfo = Field(description="Token counts.")
+
+
+class PoolingRequest(_VllmRequest):
+    """vLLM's pooling request (unknown fields are ignored)."""
+
+    task: Literal["reward", "classify", "embed"] | None = Field(
+        default=None,
+        description="`reward`/`classify` (default): the reward as a one-element vector; `embed`: the pooled "
+        "final hidden state the heads read.",
+    )
+    encoding_format: Literal["float"] = Field(default="float", description="Only `float`.")
+
+
+class PoolingData(BaseModel):
+    index: int = Field(description="Position of the input.")
+    object: str = Field(default="pooling", description="Always `pooling`.")
+    data: list[float] = Field(description="[reward] (or the hidden state for task=embed).")
+
+
+class PoolingResponse(BaseModel):
+    id: str = Field(default_factory=lambda: f"pool-{uuid.uuid4().hex}", description="Request id.")
+    object: str = Field(default="list", description="Always `list`.")
+    created: int = Field(default_factory=lambda: int(time.time()), description="Unix time.")
+    model: str = Field(description="The model (or ensemble) that answered.")
+    data: list[PoolingData] = Field(description="One entry per input.")
+    usage: UsageInfo = Field(description="Token counts.")
+
+
+async def _score_texts(service: ScoreService, request: _VllmRequest, *, deadline) -> tuple[Selection, Scored, list]:
+    selection = service.models.resolve(request.model)
+    texts = request.texts()
+    service.check_items(len(texts), "input")
+    truncate = request.truncate_prompt_tokens is not None
+    scored = await service.scorer.run(selection, _text_jobs(selection, texts, None, "input", truncate=truncate),
+                                      deadline=deadline)
+    apply_safety = service.wants_safety(False, selection)
+    rewards = [
+        compose_reward(o.reward, safety=o.safety if apply_safety else None, policy=service.safety_policy).reward
+        for o in scored.outputs
+    ]
+    return selection, scored, rewards
+
+
+async def classify(
+    service: ScoreService, request: ClassifyRequest, *, deadline: float | None = None
+) -> ClassifyResponse:
+    selection, scored, rewards = await _score_texts(service, request, deadline=deadline)
+    on = request.activation_on(default=True)
+    data = [
+        ClassificationData(index=i, label="LABEL_0", probs=[sigmoid(r) if on else r], num_classes=1)
+        for i, r in enumerate(rewards)
+    ]
+    usage = UsageInfo(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens)
+    return ClassifyResponse(model=selection.name, data=data, usage=usage)
+
+
+async def pooling(service: ScoreService, request: PoolingRequest, *, deadline: float | None = None) -> PoolingResponse:
+    if request.task == "embed":
+        return await _embed(service, request, deadline=deadline)
+    selection, scored, rewards = await _score_texts(service, request, deadline=deadline)
+    on = request.activation_on(default=False)
+    data = [PoolingData(index=i, data=[sigmoid(r) if on else r]) for i, r in enumerate(rewards)]
+    usage = UsageInfo(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens)
+    return PoolingResponse(model=selection.name, data=data, usage=usage)
+
+
+async def _embed(service: ScoreService, request: PoolingRequest, *, deadline) -> PoolingResponse:
+    import asyncio
+
+    selection = service.models.resolve(request.model)
+    if selection.is_ensemble or not hasattr(selection.primary.model, "pooled_hidden_items"):
+        raise InvalidInput(
+            f"task=embed needs one model that exposes its hidden states; {selection.name!r} does not "
+            f"(name one of {', '.join(map(repr, service.models.names))})",
+            param="task",
+            code="unsupported_task",
+        )
+    texts = request.texts()
+    service.check_items(len(texts), "input")
+    engine, model = selection.primary.engine, selection.primary.model
+    jobs = _text_jobs(selection, texts, None, "input", truncate=request.truncate_prompt_tokens is not None)
+    with engine.try_admit(len(jobs)):
+        (encoded,) = await service.scorer.preprocess(selection, jobs)
+        vectors = await asyncio.wrap_future(engine.run_exclusive(_pooled_states, model, encoded))
+    if request.activation_on(default=True):
+        vectors = [_l2_normalize(v) for v in vectors]
+    tokens = sum(e.num_tokens for e in encoded)
+    return PoolingResponse(
+        model=selection.name,
+        data=[PoolingData(index=i, data=v) for i, v in enumerate(vectors)],
+        usage=UsageInfo(prompt_tokens=tokens, total_tokens=tokens),
+    )
+
+
+def _pooled_states(model, encoded) -> list[list[float]]:
+    import torch
+
+    with torch.inference_mode():
+        return model.pooled_hidden_items(encoded).float().cpu().tolist()  # (B, H)
+
+
+def _l2_normalize(vector: list[float]) -> list[float]:
+    norm = math.sqrt(math.fsum(x * x for x in vector))
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+__all__ = [
+    "ClassificationData", "ClassifyRequest", "ClassifyResponse", "GetRewardRequest", "GetRewardResponse",
+    "PoolingData", "PoolingRequest", "PoolingResponse", "UsageInfo", "classify", "get_reward", "pooling",
+    "split_conversation",
+]

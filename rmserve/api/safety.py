@@ -1,0 +1,110 @@
+"""POST /v1/safety: per-item hazard probabilities from the model's ``safety`` head and the policy's verdict.
+
+The safety head runs in the same forward as the reward (one multi-label logit per category,
+sigmoid -> probability), so this costs what a score costs. A model without a safety head is a
+422 (``no_safety_head``); with an ensemble (or no model named) the first member that has one
+answers. The policy (``rmserve.safety``) decides ``flagged``, ``flagged_categories`` and
+``action``; ``reward`` is the model's reward after that action, ``raw_reward`` before it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rmserve.api.protocol import Conversation, SafetyAction, Usage, _not_blank
+from rmserve.api.scoring import Job, compose_reward, under
+from rmserve.safety import category_name
+
+if TYPE_CHECKING:
+    from rmserve.api.service import ScoreService
+
+
+class SafetyItemIn(Conversation):
+    """A conversation and the response to check."""
+
+    response: str = Field(description="The response to check; must not be empty or only whitespace.")
+
+    @field_validator("response")
+    @classmethod
+    def _response_not_blank(cls, value: str) -> str:
+        return _not_blank(value)
+
+
+class SafetyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        default=None, description="A model with a safety head; default: the first served model that has one."
+    )
+    items: list[SafetyItemIn] = Field(min_length=1, description="Items to check; results come back in order.")
+
+
+class SafetyItemOut(BaseModel):
+    categories: dict[str, float] = Field(description="Probability per hazard category (e.g. S1, S10).")
+    flagged: bool = Field(description="Whether any category is at or over its threshold.")
+    flagged_categories: list[str] = Field(description="The categories at or over their thresholds.")
+    action: SafetyAction = Field(description="The policy's action: the most severe flagged category's rule.")
+    reward: float = Field(description="The reward after the action (penalized, replaced or unchanged).")
+    raw_reward: float = Field(description="The model's own reward.")
+
+
+class SafetyResponse(BaseModel):
+    items: list[SafetyItemOut] = Field(description="One result per request item, in order.")
+    taxonomy: dict[str, str] = Field(description="Names of the categories the model reports (S1: Violent Crimes).")
+    model: str = Field(description="The model that checked them.")
+    usage: Usage = Field(description="What the request cost.")
+
+
+def _has_safety(member) -> bool:
+    return "safety" in member.info.heads
+
+
+async def classify_safety(
+    service: ScoreService, request: SafetyRequest, *, deadline: float | None = None
+) -> SafetyResponse:
+    selection = service.models.capable(
+        request.model, _has_safety, lacks="has no safety head (see GET /v1/models)", code="no_safety_head"
+    )
+    service.check_items(len(request.items), "items")
+    for i, item in enumerate(request.items):
+        service.check_images(len(item.images), selection, f"items.{i}.images")
+    jobs = [
+        Job(
+            response=item.response,
+            where=under(f"items.{i}"),
+            prompt=item.prompt,
+            messages=[m.model_dump() for m in item.messages] if item.messages is not None else None,
+            image_specs=item.images,
+            truncate=item.truncate,
+        )
+        for i, item in enumerate(request.items)
+    ]
+    scored = await service.scorer.run(selection, jobs, deadline=deadline)
+    items = []
+    for output in scored.outputs:
+        probabilities = output.safety or {}
+        composed = compose_reward(output.reward, safety=probabilities, policy=service.safety_policy)
+        decision = composed.decision
+        assert decision is not None
+        items.append(
+            SafetyItemOut(
+                categories=probabilities,
+                flagged=decision.flagged,
+                flagged_categories=list(decision.flagged_categories),
+                action=decision.action,
+                reward=composed.reward,
+                raw_reward=composed.raw_reward,
+            )
+        )
+    categories = selection.primary.info.safety_categories
+    return SafetyResponse(
+        items=items,
+        taxonomy={c: category_name(c) for c in categories},
+        model=selection.name,
+        usage=Usage(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens, items=len(items)),
+    )
+
+
+__all__ = ["SafetyItemIn", "SafetyItemOut", "SafetyRequest", "SafetyResponse", "classify_safety"]
