@@ -67,6 +67,11 @@ class ServerConfig:
     preprocess_workers: int = _opt(min(4, os.cpu_count() or 1), "threads for image decoding and tokenization")
     # Decoded RGB bytes kept for re-sent / referenced images (GRPO groups repeat one image G times).
     image_cache_mb: int = _opt(256, "decoded-image cache size in MiB (0 disables it)")
+    # GRPO groups (responses to one prompt+images queued together) run the prompt once, then the
+    # responses on its KV cache; scores equal unshared scoring (tests/test_models_prefix.py).
+    share_prefix: bool = _opt(True, "run a shared prompt+images prefix once for responses batched together")
+    # Vision-encoder outputs kept by image content (Qwen-VL models); 0 disables the cache.
+    vision_cache_mb: int = _opt(256, "vision-feature cache size in MiB (Qwen-VL; 0 disables it)")
     # Applied when the client sends no x-request-timeout-ms header; 0 means no deadline.
     request_timeout_s: float = _opt(60.0, "default per-request deadline in seconds (0 = none)")
     drain_timeout_s: float = _opt(30.0, "on shutdown, how long to finish admitted work")
@@ -108,7 +113,7 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}); set --{_flag(name)}")
-        for name in ("max_wait_ms", "image_cache_mb", "request_timeout_s", "drain_timeout_s"):
+        for name in ("max_wait_ms", "image_cache_mb", "vision_cache_mb", "request_timeout_s", "drain_timeout_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}); set --{_flag(name)}")
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
@@ -199,6 +204,7 @@ class ServerConfig:
             max_queue_items=self.max_queue_items,
             preprocess_workers=self.preprocess_workers,
             drain_timeout_s=self.drain_timeout_s,
+            share_prefix=self.share_prefix,
         )
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rmserve.models import ScoreItem, load_reward_model, save_reward_model
-from rmserve.models.tiny import FAMILIES, build_tiny_backbone
+from rmserve.models.tiny import FAMILIES, build_tiny_backbone, build_tiny_reward_model
 from tests.conftest import random_image
 
 MULTIMODAL = {"qwen2_5_vl", "qwen2_vl", "llava_onevision"}
@@ -33,16 +33,21 @@ def mixed_items(family: str, n: int = 16) -> list[ScoreItem]:
 
 @pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_batch_of_16_equals_alone(tiny_models, family, padding_side):
-    model = tiny_models(family)
-    encoded = [model.encode(it) for it in mixed_items(family)]
+@pytest.mark.parametrize("serving_switches", [False, True], ids=["plain", "sharing+cache"])
+def test_batch_of_16_equals_alone(family, padding_side, serving_switches):
+    model = build_tiny_reward_model(family)
+    items = mixed_items(family)
+    if serving_switches:  # add a GRPO-style group so the shared-prefix path really runs
+        items += [ScoreItem(prompt=items[0].prompt, images=items[0].images, response=f"Answer number {k}.")
+                  for k in range(4)]
+    encoded = [model.encode(it) for it in items]
     assert len({e.num_tokens for e in encoded}) > 5, "the batch must mix lengths"
+    alone = torch.tensor([model.score_batch([e])[0].reward for e in encoded])
     model.padding_side = padding_side
-    try:
-        alone = torch.tensor([model.score_batch([e])[0].reward for e in encoded])
-        batched = torch.tensor([o.reward for o in model.score_batch(encoded)])
-    finally:
-        model.padding_side = "right"
+    if serving_switches:
+        model.share_prefix = True
+        model.enable_vision_cache(1 << 22)
+    batched = torch.tensor([o.reward for o in model.score_batch(encoded)])
     assert alone.std() > 1e-3, "rewards must differ between items or the comparison proves nothing"
     assert torch.allclose(alone, batched, atol=1e-4, rtol=0), (alone - batched).abs().max()
 

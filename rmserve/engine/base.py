@@ -31,6 +31,9 @@ class EngineConfig:
     max_queue_items: int = 1024
     preprocess_workers: int = 2
     drain_timeout_s: float = 30.0
+    # Batch selection keeps items with the same prompt+images prefix together (the model runs that
+    # prefix once for all of them) and budgets a group as prefix + responses, not G full sequences.
+    share_prefix: bool = False
 
     def __post_init__(self) -> None:
         checks = [

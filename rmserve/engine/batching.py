@@ -12,7 +12,7 @@ each step taking whichever neighbour wastes fewer padding slots, until the batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 
 
 def padded_tokens(lengths: Sequence[int]) -> int:
@@ -60,3 +60,51 @@ def select_batch(
             max_len = lengths[order[hi]]
             hi += 1
         count += 1
+
+
+def select_grouped_batch(
+    lengths: Sequence[int],
+    prefix_lens: Sequence[int],
+    groups: Sequence[Hashable | None],
+    *,
+    max_batch_size: int,
+    max_batch_tokens: int,
+) -> tuple[list[int], bool]:
+    """Like ``select_batch``, for a model that runs a shared prefix once (GRPO groups).
+
+    Items with the same ``groups`` key (same prompt ids and images) form a unit, ordered by its
+    oldest member; units go in whole, oldest first, while the batch has room. A unit of n costs
+    ``prefix + n * longest response`` token slots (prefix pass + suffix pass), a lone item its
+    padded length, so a group of 8 is budgeted as what it really costs. When nothing in the queue
+    shares a prefix, this is exactly ``select_batch`` (length-sorted, least padding).
+    """
+    units: dict[Hashable, list[int]] = {}
+    for i, key in enumerate(groups):
+        units.setdefault(("single", i) if key is None else ("group", key), []).append(i)
+    if all(len(members) < 2 for members in units.values()):
+        return select_batch(lengths, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
+
+    chosen: list[int] = []
+    shared_cost = 0
+    single_max, singles = 0, 0
+    for members in units.values():  # dicts keep insertion order: oldest member first
+        room = max_batch_size - len(chosen)
+        if room <= 0:
+            return chosen, True
+        take = members[:room]
+        if len(take) >= 2:
+            suffix = max(lengths[i] - prefix_lens[i] for i in take)
+            cost = shared_cost + prefix_lens[take[0]] + len(take) * suffix + single_max * singles
+            new_single_max, new_singles = single_max, singles
+        else:
+            new_single_max, new_singles = max(single_max, lengths[take[0]]), singles + 1
+            cost = shared_cost + new_single_max * new_singles
+        if chosen and cost > max_batch_tokens:
+            return chosen, True
+        chosen.extend(take)
+        if len(take) >= 2:
+            shared_cost += prefix_lens[take[0]] + len(take) * suffix
+        single_max, singles = new_single_max, new_singles
+        if len(take) < len(members):
+            return chosen, True
+    return chosen, len(chosen) >= max_batch_size

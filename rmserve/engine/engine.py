@@ -32,7 +32,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel
-from rmserve.engine.batching import padded_tokens, select_batch
+from rmserve.engine.batching import padded_tokens, select_batch, select_grouped_batch
 from rmserve.engine.isolation import score_isolated
 from rmserve.engine.request import DoneCallback, EngineResult, Entry, Permit, Request
 from rmserve.engine.stats import EngineStats, StatsSnapshot
@@ -306,11 +306,14 @@ class Engine:
         notified), or False to loop again at once."""
         timeout: float | None = None
         if self._pending and self._ready is None:
-            idx, full = select_batch(
-                [e.num_tokens for e in self._pending],
-                max_batch_size=self.config.max_batch_size,
-                max_batch_tokens=self.config.max_batch_tokens,
-            )
+            limits = {"max_batch_size": self.config.max_batch_size, "max_batch_tokens": self.config.max_batch_tokens}
+            lengths = [e.num_tokens for e in self._pending]
+            if self.config.share_prefix:
+                idx, full = select_grouped_batch(
+                    lengths, [e.item.prefix_len for e in self._pending], [e.group for e in self._pending], **limits
+                )
+            else:
+                idx, full = select_batch(lengths, **limits)
             age = now - self._pending[0].enqueued_at
             if full or self._draining or (not self._worker_busy and age >= self._max_wait_s):
                 chosen = set(idx)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from rmserve.models.prefix import group_key
 from rmserve.models.types import EncodedItem, ScoreOutput
 
 
@@ -126,6 +127,12 @@ class Entry:
     index: int
     item: EncodedItem
     enqueued_at: float
+    # Hash of the shareable prefix (prompt ids + image keys); None if the item cannot share one.
+    group: int | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        key = group_key(self.item)
+        self.group = None if key is None else hash(key)
 
     @property
     def num_tokens(self) -> int:

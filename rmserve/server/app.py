@@ -56,6 +56,14 @@ class AppState:
     grpc: GrpcServer | None = None  # the gRPC server beside REST, when config.grpc_port is set
 
 
+def configure_model(model: ScoringModel, config: ServerConfig) -> None:
+    """Apply the serving-time model switches (prefix sharing, vision cache) where the model has them."""
+    if hasattr(model, "share_prefix"):
+        model.share_prefix = config.share_prefix
+    if config.vision_cache_mb and hasattr(model, "enable_vision_cache"):
+        model.enable_vision_cache(config.vision_cache_mb * 1024 * 1024)
+
+
 def load_model_from_config(config: ServerConfig) -> ScoringModel:
     """The default factory: ``config.model`` or the bundled default model, on ``config.device``."""
     from rmserve.models import default_model_path, load_reward_model
@@ -156,6 +164,7 @@ async def _bring_up(
                     name,
                     info.max_length,
                 )
+            configure_model(model, config)
             engine = Engine(model, config.engine_config())
             await asyncio.to_thread(engine.start, warmup=config.warmup)
             engines[name] = engine
