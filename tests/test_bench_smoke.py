@@ -1,0 +1,146 @@
+"""The benchmark harness (bench/) in its tiniest mode, so it cannot rot. Not a timed test.
+
+``test_tiny_benchmark`` (~15 s) runs ``python -m bench.run --tiny`` in-process: three real
+server processes (rmserve, rmserve --no-share-prefix, the naive server) start in parallel on
+free ports, a 0.2M-parameter model scores a few requests per workload over HTTP, and every
+server must be gone afterwards. The real benchmark is ``make bench``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness reads /proc")
+
+
+def _running(pid: int, marker: str = "") -> bool:
+    """Alive and not a zombie (and, if given, ``marker`` in its command line: pids get reused)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            alive = f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return alive and marker.encode() in f.read()
+    except OSError:
+        return False
+
+
+def _wait_gone(pid: int, marker: str = "", timeout: float = 10.0) -> bool:
+    end = time.monotonic() + timeout
+    while _running(pid, marker) and time.monotonic() < end:
+        time.sleep(0.05)
+    return not _running(pid, marker)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_tiny_benchmark(tmp_path):
+    from bench.run import main
+
+    rc = main(["--tiny", "--threads", "1", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert rc == 0, [(r["workload"], r["system"], r["error"]) for r in results["rows"] if "error" in r]
+    rows = {(r["workload"], r["system"]): r for r in results["rows"]}
+    expected = {(w, s) for w in ("text", "image", "grpo") for s in ("rmserve", "naive", "ceiling")}
+    expected |= {("grpo", "rmserve-no-share"), ("grpo", "ceiling-share"), ("grpo", "rmserve-soak")}
+    assert set(rows) == expected
+    for key, row in rows.items():
+        assert "error" not in row, (key, row.get("error"))
+        assert row["ok"] == row["responses"] > 0 and row["responses_per_s"] > 0, key
+        if row["kind"] == "server":
+            assert row["peak_rss_mib"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0, key
+            marker = "naive_server" if row["system"] == "naive" else "rmserve"
+            assert _wait_gone(row["pid"], marker), f"{key}: server pid {row['pid']} still running"
+        if row.get("max_abs_reward_diff") is not None:  # every system scored the same items
+            assert row["max_abs_reward_diff"] < 1e-3, key
+    assert rows[("grpo", "rmserve")]["responses"] % 8 == 0
+    assert {r["ratio"] for r in results["ratios"]} >= {"rmserve / ceiling", "rmserve / naive",
+                                                       "rmserve / rmserve-no-share"}
+    assert results["soak"]["responses"][1] == 2 * results["soak"]["responses"][0]
+    assert results["latency"] and results["machine"]["cores"] and results["model"]["params"] > 0
+    markdown = (tmp_path / "results.md").read_text()
+    assert "| grpo | rmserve / naive |" in markdown and results["command"] in markdown
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "results.png").stat().st_size > 1000
+
+
+def test_server_is_stopped_when_the_body_fails(tmp_path):
+    from bench.servers import ServerProcess
+
+    server = ServerProcess("http", [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"],
+                           str(tmp_path / "http.log"), ready_path="/", start_timeout_s=30)
+    with pytest.raises(RuntimeError, match="boom"), server:
+        pid = server.pid
+        assert _running(pid)
+        raise RuntimeError("boom")
+    assert _wait_gone(pid)
+
+
+def test_server_that_dies_at_start_reports_its_log(tmp_path):
+    from bench.servers import ServerProcess
+
+    server = ServerProcess("dies", [sys.executable, "-c", "import sys; print('no model here'); sys.exit(3)"],
+                           str(tmp_path / "dies.log"), start_timeout_s=30)
+    with pytest.raises(RuntimeError, match=r"exited with 3(.|\n)*no model here"):
+        server.start()
+
+
+def test_workloads_are_deterministic_and_sized_in_tokens():
+    from bench.ceiling import encode_workload
+    from bench.model import MODELS, build_model
+    from bench.workloads import WorkloadFactory
+
+    dims = MODELS["tiny"]
+    model = build_model(dims)
+    factory = WorkloadFactory(model.tokenizer, image_size=dims.image_size)
+    small, large = factory.build("grpo", 8), factory.build("grpo", 24)
+    assert small.groups[0] == large.groups[0] and len(large.groups) == 3 and large.group_size == 8
+    assert len({item["prompt"] for item in large.groups[1]}) == 1  # one prompt + image per group
+    for name in ("text", "image", "grpo"):
+        for item in (it for g in encode_workload(model, factory.build(name, 16)) for it in g):
+            images = int(item.vision["image_grid_thw"].prod()) // 4 if name != "text" else 0
+            assert item.prefix_len == 64 + images + (2 if images else 0)  # + vision start/end
+            assert 32 <= item.num_tokens - item.prefix_len <= 256
+
+
+def test_client_sends_a_group_together_within_the_limit():
+    import uvicorn
+    from fastapi import FastAPI
+
+    from bench.client import drive
+    from bench.servers import free_port
+
+    app, state = FastAPI(), {"now": 0, "max": 0, "seen": []}
+
+    @app.post("/v1/score")
+    async def score(body: dict):
+        state["now"] += 1
+        state["max"] = max(state["max"], state["now"])
+        state["seen"].append((body["group"], state["now"]))
+        await asyncio.sleep(0.05)
+        state["now"] -= 1
+        return {"items": [{"reward": float(body["group"])}]}
+
+    async def run():
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            groups = [[json.dumps({"group": g}).encode()] * 4 for g in range(6)]
+            return await drive(f"http://127.0.0.1:{port}", groups, concurrency=8)
+        finally:
+            server.should_exit = True
+            await task
+
+    result = asyncio.run(run())
+    assert result.ok == 24 and not result.errors
+    assert result.rewards == [float(g) for g in range(6) for _ in range(4)]
+    assert 4 <= state["max"] <= 8  # a group's 4 requests overlap; never more than 8 in flight
+    with pytest.raises(ValueError, match="group of 4"):
+        asyncio.run(drive("http://127.0.0.1:9", [[b"{}"] * 4], concurrency=2))
