@@ -35,6 +35,8 @@ MODELS = {
     "full": ModelDims(hidden=512, layers=10, vision_hidden=384, vision_depth=6),
     "quick": ModelDims(hidden=256, layers=4, vision_hidden=128, vision_depth=2),
     "tiny": ModelDims(hidden=64, layers=2, vision_hidden=32, vision_depth=1, image_size=112, head_width=32),
+    # gpu: ~370M parameters (text 1536 x 16 layers, vision 768 x 12 blocks), served in bf16.
+    "gpu": ModelDims(hidden=1536, layers=16, vision_hidden=768, vision_depth=12),
 }
 
 

@@ -65,11 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32")
     parser.add_argument("--log-level", default="warning")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper())
     torch.set_num_threads(args.threads)
-    model = load_reward_model(args.model)
+    model = load_reward_model(args.model, device=args.device, dtype=args.dtype)
     model.warmup()  # loaded and warm before the port opens: listening means ready
     uvicorn.run(create_app(model), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -68,6 +68,9 @@ PRESETS = {
     "full": Preset("full", 30.0, 128, 4096, 64, (1, 4, 8, 16, 32), 64, 2.0, False, "bench/results"),
     "quick": Preset("quick", 4.0, 64, 1024, 32, (1, 8, 32), 32, 2.0, False, "bench/results/quick"),
     "tiny": Preset("tiny", 0.0, 16, 16, 16, (1, 8), 8, 2.0, True, "bench/results/tiny"),
+    # A GPU machine (--device cuda --dtype bfloat16): a few-hundred-M model, shorter measurements
+    # (device time is scarce), bigger batches in the sweep, no soak.
+    "gpu": Preset("gpu", 8.0, 256, 2048, 128, (1, 8, 32, 64), 128, 0.0, False, "bench/results/gpu"),
 }
 
 
@@ -171,11 +174,13 @@ class Bench:
     def systems(self, workload: str) -> list[tuple[str, list[str]]]:
         """(system name, argv) of the servers measured on ``workload``; ``{port}`` is filled in later."""
         rmserve = [*self._rmserve_cmd(), "serve", "--model", self.model_dir, "--host", "127.0.0.1",
-                   "--port", "{port}", "--log-level", "warning"]
+                   "--port", "{port}", "--log-level", "warning", "--device", self.args.device,
+                   "--dtype", self.args.dtype]
         on = ["--share-prefix"] if self.share_flag else []
         off = ["--no-share-prefix"] if self.share_flag else []
         naive = [sys.executable, "-m", "bench.naive_server", "--model", self.model_dir, "--port", "{port}",
-                 "--threads", str(self.args.threads), *self.args.naive_arg]
+                 "--threads", str(self.args.threads), "--device", self.args.device, "--dtype", self.args.dtype,
+                 *self.args.naive_arg]
         out = [("rmserve", rmserve + on + self.server_args)]
         out += [(f"rmserve-{name}", rmserve + on + self.server_args + extra) for name, extra in self.variants]
         if workload == "grpo":
@@ -355,7 +360,7 @@ class Bench:
         threads_before = torch.get_num_threads()
         torch.set_num_threads(self.args.threads)
         try:
-            self.model = load_reward_model(self.model_dir)
+            self.model = load_reward_model(self.model_dir, device=self.args.device, dtype=self.args.dtype)
             self.factory = WorkloadFactory(self.model.tokenizer, group_size=self.args.group_size,
                                            image_size=dims.image_size)
             log(f"model {self.model_dir} ({describe(self.model)['params'] / 1e6:.1f}M parameters), "
@@ -442,6 +447,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--responses", type=int, default=0, help="fixed responses per measurement (default: "
                         "enough for the preset's target seconds)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device for every system (default: cpu)")
+    parser.add_argument("--dtype", default="float32", help="weights dtype for every system (default: float32)")
     parser.add_argument("--model-dir", help="an rmserve checkpoint to use instead of the preset's built model")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument(s) for every `rmserve serve`, e.g. --server-arg=--max-wait-ms=10 "
