@@ -8,9 +8,11 @@ padded forwards that score the same as one item alone.
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import math
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
@@ -23,7 +25,7 @@ except ImportError as exc:  # the model library lands separately
 from rmserve.config import ServerConfig
 from rmserve.server import create_app
 from tests.conftest import data_url
-from tests.serving import asgi_client
+from tests.serving import asgi_client, make_app, wait_ready
 
 pytestmark = pytest.mark.asyncio
 
@@ -102,3 +104,40 @@ async def test_real_model_serves_scores_models_and_errors(model_dir):
         bad = {"items": [{"prompt": "p", "images": ["data:image/png;base64,AAAA"], "response": "x"}]}
         assert (await client.post("/v1/score", json=bad)).status_code == 422
         assert (await client.post("/v1/score", json={"items": [items[2]]})).status_code == 200
+
+
+async def test_64_concurrent_image_requests_on_a_real_model_match_alone():
+    """The foundation's acceptance with a real multimodal model: 64 single-item HTTP requests at once,
+    each within 1e-4 of scoring its item alone, run in batches of more than one."""
+    from rmserve.models import ScoreItem
+    from rmserve.models.tiny import build_tiny_reward_model
+    from tests.conftest import random_image
+    from tests.serving import uvicorn_server
+
+    model = build_tiny_reward_model("qwen2_5_vl")
+    images = [random_image(28 + 14 * (i % 4), 56, seed=i) for i in range(8)]
+    wire_images = []
+    for im in images:
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        wire_images.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode())
+    cases = [(f"Question {i % 8}?" * (1 + i % 3), i % 8, "An answer" + " with more words" * (i % 5)) for i in range(64)]
+    alone = [model.score([ScoreItem(prompt=p, images=[images[k]], response=r)])[0].reward for p, k, r in cases]
+    batch_sizes = []
+    original = model.score_batch
+
+    def recording(batch):
+        batch_sizes.append(len(batch))
+        return original(batch)
+
+    model.score_batch = recording
+    app = make_app(model, max_batch_size=32, max_wait_ms=20)
+    with uvicorn_server(app) as url:
+        async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=64), timeout=60) as client:
+            await wait_ready(client)
+            replies = await asyncio.gather(*(
+                client.post("/v1/score", json={"items": [{"prompt": p, "images": [wire_images[k]], "response": r}]})
+                for p, k, r in cases))
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies if r.status_code != 200][:1]
+    np.testing.assert_allclose([r.json()["items"][0]["reward"] for r in replies], alone, rtol=0, atol=1e-4)
+    assert max(batch_sizes) > 1 and len(batch_sizes) < 64
