@@ -38,6 +38,19 @@ def random_image(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--ops", action="store_true", help="run the long operations tests (marker `ops`; make test-ops)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--ops"):
+        return
+    skip = pytest.mark.skip(reason="long operations run: `make test-ops` (pytest --ops -m ops)")
+    for test in items:
+        if "ops" in test.keywords:
+            test.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """family -> RewardModel, built lazily and cached for the session."""

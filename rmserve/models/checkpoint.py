@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 
+import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
@@ -75,17 +76,28 @@ def load_backbone(path: str, *, dtype: str = "float32"):
     return _load_backbone(path, family, DTYPES[dtype]), load_processor(path, config.model_type), family
 
 
-def _load_backbone(path: str, family: str, torch_dtype):
-    kw = {"dtype": torch_dtype}
+def _load_backbone(path: str, family: str, torch_dtype, *, weights: bool = True):
     if family in ("qwen2_vl", "qwen2_5_vl", "llava_onevision"):
-        return AutoModelForImageTextToText.from_pretrained(path, **kw)
-    if family == "seq_cls":
-        return AutoModelForSequenceClassification.from_pretrained(path, **kw)
-    return AutoModelForCausalLM.from_pretrained(path, **kw)
+        auto = AutoModelForImageTextToText
+    elif family == "seq_cls":
+        auto = AutoModelForSequenceClassification
+    else:
+        auto = AutoModelForCausalLM
+    if not weights:  # the architecture on the meta device: configs and shapes, no memory, nothing read
+        with torch.device("meta"):
+            return auto.from_config(AutoConfig.from_pretrained(path))
+    return auto.from_pretrained(path, dtype=torch_dtype)
 
 
-def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32") -> RewardModel:
-    """Load an rmserve checkpoint, or an HF sequence-classification reward model as it is."""
+def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32", weights: bool = True) -> RewardModel:
+    """Load an rmserve checkpoint, or an HF sequence-classification reward model as it is.
+
+    ``weights=False`` reads no backbone weights: the backbone is a skeleton on the meta device, the heads
+    are loaded. Such a model encodes exactly like the full one (tokenizer, processor, template, length
+    policy) and its heads work, but it cannot run a forward: the vLLM backend's encoder
+    (``rmserve.models.vllm_backend``), where vLLM owns the backbone. (A plain HF sequence classifier's
+    score layer is part of the backbone: its skeleton's reward head is left uninitialised.)
+    """
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     if not os.path.isdir(path):
@@ -97,11 +109,11 @@ def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32")
         if detect_family(config) != "seq_cls":
             raise ValueError(f"{path} has no {CONFIG_NAME} and is not a *ForSequenceClassification model; "
                              "convert it with `rmserve convert` or train one with rmserve-train")
-        backbone = _load_backbone(path, "seq_cls", torch_dtype).eval()
+        backbone = _load_backbone(path, "seq_cls", torch_dtype, weights=weights).eval()
         tokenizer = load_processor(path, config.model_type)
         name = os.path.basename(os.path.normpath(path))
         rm = RewardModel.from_sequence_classifier(backbone, tokenizer, name=name, path=path)
-        return rm.to_device(device, dtype).eval()
+        return rm.to_device(device, dtype).eval() if weights else rm.eval()
     with open(meta_path) as f:
         meta = json.load(f)
     if meta.get("format") != FORMAT_VERSION:
@@ -109,7 +121,7 @@ def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32")
     if meta.get("pooling", "last") != "last":
         raise ValueError(f"{meta_path}: unsupported pooling {meta['pooling']!r}")
     family = meta.get("family") or detect_family(config)
-    backbone = _load_backbone(path, family, torch_dtype).eval()
+    backbone = _load_backbone(path, family, torch_dtype, weights=weights).eval()
     processor = load_processor(path, config.model_type)
     heads = {name: HeadSpec.from_dict(spec) for name, spec in meta["heads"].items()}
     known = {"format", "backbone", "family", "name", "pooling", "heads", "normalize", "max_length", "template",
@@ -120,7 +132,7 @@ def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32")
                      extra_config={k: v for k, v in meta.items() if k not in known})
     state = load_file(os.path.join(path, HEADS_NAME))
     rm.heads.load_state_dict(state)
-    return rm.to_device(device, dtype).eval()
+    return rm.to_device(device, dtype).eval() if weights else rm.eval()
 
 
 __all__ = ["save_reward_model", "load_reward_model", "load_backbone"]

@@ -60,6 +60,17 @@ def is_critique_model(model) -> bool:
     return bool(getattr(model, "extra_config", {}).get("critique"))
 
 
+def can_generate(model) -> bool:
+    """Whether ``model`` can generate text: its own ``can_generate()`` (other backends, e.g. vLLM), else an HF
+    backbone with ``generate`` and a language-model head."""
+    own = getattr(model, "can_generate", None)
+    if callable(own):
+        return bool(own())
+    backbone = getattr(model, "backbone", None)
+    get_lm_head = getattr(backbone, "get_output_embeddings", None)
+    return callable(getattr(backbone, "generate", None)) and get_lm_head is not None and get_lm_head() is not None
+
+
 def question_text(item: ScoreItem) -> str:
     """The question as text: the prompt, or a multi-turn conversation flattened with role names."""
     if item.prompt is not None:
@@ -95,16 +106,25 @@ def _generate_inputs(model, ids: list[int], vision: dict) -> dict:
 
 @torch.inference_mode()
 def generate_critique(model, item: ScoreItem, config: CritiqueConfig | None = None, *, streamer=None) -> str:
-    """Greedy critique of ``item.response`` (HF ``generate(do_sample=False)``); ``streamer`` streams tokens."""
+    """Greedy critique of ``item.response`` (HF ``generate(do_sample=False)``); ``streamer`` streams tokens.
+
+    A model with its own ``generate_ids(prompt_ids, images, max_new_tokens, generation, streamer)`` (the
+    vLLM backend) generates there, from the same prompt ids with the same budget and settings.
+    """
     config = config or CritiqueConfig.of(model) or CritiqueConfig()
     ids, vision, _ = model.encode_prompt(scored_item(config, item, critique=""))
     budget = min(config.max_new_tokens, model.max_length - len(ids) - 1)  # leave room for the end-of-turn token
     if budget <= 0:
         return EMPTY_CRITIQUE
     tok = model.tokenizer
-    out = model.backbone.generate(**_generate_inputs(model, ids, vision), do_sample=False, max_new_tokens=budget,
-                                  pad_token_id=tok.pad_token_id, streamer=streamer, **config.generation)
-    text = tok.decode(out[0, len(ids):], skip_special_tokens=True).strip()
+    generate_ids = getattr(model, "generate_ids", None)
+    if generate_ids is not None:
+        new_ids = generate_ids(ids, item.images, budget, config.generation, streamer=streamer)
+    else:
+        out = model.backbone.generate(**_generate_inputs(model, ids, vision), do_sample=False, max_new_tokens=budget,
+                                      pad_token_id=tok.pad_token_id, streamer=streamer, **config.generation)
+        new_ids = out[0, len(ids):]
+    text = tok.decode(new_ids, skip_special_tokens=True).strip()
     return text or EMPTY_CRITIQUE
 
 
@@ -125,5 +145,6 @@ def critique_and_score(model, items: list[ScoreItem], config: CritiqueConfig | N
     return [CritiqueResult(c, s) for c, s in zip(critiques, scores, strict=True)]
 
 
-__all__ = ["CritiqueConfig", "CritiqueResult", "DEFAULT_TEMPLATE", "EMPTY_CRITIQUE", "critique_and_score",
-           "evaluator_prompt", "generate_critique", "is_critique_model", "question_text", "scored_item"]
+__all__ = ["CritiqueConfig", "CritiqueResult", "DEFAULT_TEMPLATE", "EMPTY_CRITIQUE", "can_generate",
+           "critique_and_score", "evaluator_prompt", "generate_critique", "is_critique_model", "question_text",
+           "scored_item"]

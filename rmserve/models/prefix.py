@@ -11,6 +11,8 @@ full sequence alone (checked in tests/test_models_prefix.py).
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import defaultdict
 
 import torch
@@ -54,14 +56,24 @@ def _prefix_item(item: EncodedItem) -> EncodedItem:
                        prefix_len=item.prefix_len)
 
 
+@functools.cache
+def cache_argument(forward_owner: type) -> str:
+    """The backbone forward's name for the KV cache: ``cache`` (transformers 5.2x; ``past_key_values`` is a
+    deprecated alias there) or ``past_key_values`` (4.x up to 5.19, where ``cache=`` would land in ``**kwargs``
+    and be silently ignored: every response would then run without its prefix)."""
+    parameters = inspect.signature(forward_owner.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
 def pooled_hidden_shared(model, items: list[EncodedItem], groups: list[list[int]]) -> torch.Tensor:
     """(N, H) pooled hidden states for ``items`` in ``groups`` (row order = concatenated groups)."""
     device = model.device
     prefixes = [_prefix_item(items[g[0]]) for g in groups]
     prefix_batch = model.collate(prefixes, padding_side="left").to(device)
     cache = DynamicCache(config=model.backbone.config)
+    with_cache = {cache_argument(type(model.base_model())): cache, "use_cache": True}
     model.base_model()(input_ids=prefix_batch.input_ids, attention_mask=prefix_batch.attention_mask,
-                       cache=cache, use_cache=True, **model.backbone_inputs(prefix_batch))
+                       **with_cache, **model.backbone_inputs(prefix_batch))
 
     rows = [i for g in groups for i in g]
     group_of_row = torch.tensor([gi for gi, g in enumerate(groups) for _ in g], device=device)
@@ -88,7 +100,7 @@ def pooled_hidden_shared(model, items: list[EncodedItem], groups: list[list[int]
         prefix_lens = prefix_mask.sum(dim=1, keepdim=True)
         position_ids = prefix_lens + text_position_ids(suffix_mask)
     out = model.base_model()(input_ids=suffix_ids.to(device), attention_mask=full_mask.to(device),
-                             position_ids=position_ids.to(device), cache=cache, use_cache=True)
+                             position_ids=position_ids.to(device), **with_cache)
     hidden = out.last_hidden_state  # (N, S, H)
     last = suffix_mask.sum(dim=1) - 1
     return hidden[torch.arange(n, device=device), last.to(device)]

@@ -82,6 +82,8 @@ class RewardModel(nn.Module):
             raise ValueError(f"expected num_labels=1, got {score.out_features}")
         spec = HeadSpec(kind="linear", bias=score.bias is not None)
         rm = cls(model, tokenizer, {"reward": spec}, family="seq_cls", **kw)
+        if score.weight.is_meta:  # a weightless skeleton (load_reward_model(weights=False)): nothing to copy
+            return rm
         with torch.no_grad():
             rm.heads["reward"].layers[0].weight.copy_(score.weight.float())
             if score.bias is not None:
@@ -236,11 +238,14 @@ class RewardModel(nn.Module):
 
     def apply_heads(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         out = {name: head(pooled) for name, head in self.heads.items()}
-        reward = out["reward"][:, 0]
+        out["reward"] = self.normalize_reward(out["reward"][:, 0])  # (B,)
+        return out
+
+    def normalize_reward(self, reward: torch.Tensor) -> torch.Tensor:
+        """(B,) raw reward -> (B,) with the checkpoint's normalisation (mean, std) applied, if any."""
         if self.normalize:
             reward = (reward - self.normalize.get("mean", 0.0)) / self.normalize.get("std", 1.0)
-        out["reward"] = reward  # (B,)
-        return out
+        return reward
 
     def forward(self, batch: Batch) -> dict[str, torch.Tensor]:
         return self.apply_heads(self.pooled_hidden(batch.to(self.device)))
@@ -259,7 +264,10 @@ class RewardModel(nn.Module):
 
     @torch.inference_mode()
     def score_batch(self, items: list[EncodedItem]) -> list[ScoreOutput]:
-        out = self.apply_heads(self.pooled_hidden_items(items))
+        return self.score_outputs(self.apply_heads(self.pooled_hidden_items(items)))
+
+    def score_outputs(self, out: dict[str, torch.Tensor]) -> list[ScoreOutput]:
+        """Head outputs (``apply_heads``'s dict) -> one ``ScoreOutput`` per row (safety as probabilities)."""
         rewards = out["reward"].tolist()
         attrs = out["attributes"].tolist() if "attributes" in out else None
         safety = torch.sigmoid(out["safety"]).tolist() if "safety" in out else None
@@ -271,7 +279,7 @@ class RewardModel(nn.Module):
                 attributes=dict(zip(attr_names, attrs[i], strict=True)) if attrs is not None else None,
                 safety=dict(zip(categories, safety[i], strict=True)) if safety is not None else None,
             )
-            for i in range(len(items))
+            for i in range(len(rewards))
         ]
 
     def score(self, items: list[ScoreItem], batch_size: int = 16) -> list[ScoreOutput]:
