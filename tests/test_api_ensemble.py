@@ -130,7 +130,7 @@ async def test_models_from_flags_env_and_yaml_are_loaded_once_each(tmp_path, mon
     assert load_config(env={"RMSERVE_MODEL": "/m/x, /m/y"}).model_specs() == [(None, "/m/x"), (None, "/m/y")]
 
     captured = {}
-    monkeypatch.setattr("uvicorn.run", lambda app, **kw: captured.update(app=app))
+    monkeypatch.setattr("rmserve.server.shutdown.serve", lambda app, config: captured.update(app=app) or 0)
     assert cli.main(["serve", "--model", "/m/a", "--model", "b=/m/b", "--ensemble", "mean"]) == 0
     assert captured["app"].state.rmserve.config.model == "/m/a,b=/m/b"
 

@@ -104,12 +104,13 @@ def test_score_all_good_exits_zero(tmp_path, fake):
 def test_serve_builds_the_app_from_flags_and_env(monkeypatch, fake):
     captured = {}
 
-    def fake_run(app, **kwargs):
-        captured["app"], captured["kwargs"] = app, kwargs
+    def fake_serve(app, config):
+        captured["app"], captured["kwargs"] = app, vars(shutdown.uvicorn_config(app, config))
+        return 0
 
-    import uvicorn
+    from rmserve.server import shutdown
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(shutdown, "serve", fake_serve)
     monkeypatch.setenv("RMSERVE_MAX_WAIT_MS", "9")
     code = cli.main(
         ["serve", "--port", "8123", "--max-batch-size", "7", "--no-warmup", "--log-level", "warning"]

@@ -424,5 +424,5 @@ def test_rmserve_serve_runs_rest_and_grpc_in_one_process(default_model_dir):
             proc.kill()
             raise
     output = proc.stdout.read()
-    # uvicorn re-raises the signal after a graceful shutdown, so -SIGTERM is the clean exit here
-    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in output, output
+    # a drained shutdown exits 0 (server/shutdown.py; uvicorn alone would re-raise the signal)
+    assert proc.returncode == 0 and "Traceback" not in output, output

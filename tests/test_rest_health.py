@@ -84,7 +84,7 @@ async def test_metrics_count_requests_by_endpoint_and_status():
         "rmserve_queue_depth",
         "rmserve_batch_size_bucket",
         "rmserve_batch_tokens_bucket",
-        "rmserve_items_scored_total 1.0",
+        'rmserve_items_scored_total{model="fake-rm"} 1.0',
         "rmserve_request_queue_seconds_count 1.0",
     ):
         assert name in text

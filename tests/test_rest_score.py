@@ -45,11 +45,13 @@ async def test_64_concurrent_requests_over_real_http_are_batched_and_exact():
         assert body["items"][0]["reward"] == model.expected(item(response, prompt=prompt)).reward
         assert set(body["items"][0]) == {"reward"}
     assert max(len(b) for b in model.batches) > 1
-    assert _metric(metrics, "rmserve_items_scored_total") == 64
-    batches = _metric(metrics, "rmserve_batches_total")
+    model_label = '{model="fake-rm"}'
+    assert _metric(metrics, "rmserve_items_scored_total", model_label) == 64
+    batches = _metric(metrics, "rmserve_batches_total", model_label)
     assert batches < 64
-    assert _metric(metrics, "rmserve_batch_size_count") == batches
-    assert _metric(metrics, "rmserve_batch_size_bucket", '{le="1.0"}') < batches  # some batches had > 1 item
+    assert _metric(metrics, "rmserve_batch_size_count", model_label) == batches
+    # some batches had > 1 item
+    assert _metric(metrics, "rmserve_batch_size_bucket", '{le="1.0",model="fake-rm"}') < batches
     assert (
         _metric(metrics, "rmserve_requests_total", '{endpoint="/v1/score",method="POST",status="200"}') == 64
     )

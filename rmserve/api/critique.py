@@ -29,7 +29,13 @@ from pydantic import BaseModel, Field, field_validator
 from rmserve.api.protocol import Conversation, _not_blank
 from rmserve.engine import TokenStream
 from rmserve.errors import InvalidInput
-from rmserve.models.critique import CritiqueConfig, generate_critique, is_critique_model, scored_item
+from rmserve.models.critique import (
+    CritiqueConfig,
+    can_generate,
+    generate_critique,
+    is_critique_model,
+    scored_item,
+)
 from rmserve.models.types import ScoreItem
 
 if TYPE_CHECKING:
@@ -83,11 +89,7 @@ class CritiqueChunk(BaseModel):
 
 def can_critique(model) -> bool:
     """A critique checkpoint whose backbone can generate."""
-    if not is_critique_model(model):
-        return False
-    backbone = getattr(model, "backbone", None)
-    get_lm_head = getattr(backbone, "get_output_embeddings", None)
-    return callable(getattr(backbone, "generate", None)) and get_lm_head is not None and get_lm_head() is not None
+    return is_critique_model(model) and can_generate(model)
 
 
 _LACKS = (

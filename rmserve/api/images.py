@@ -7,6 +7,10 @@ The order of checks is the point: every limit is enforced before the work it pro
    only the header) before any pixel is decoded, so a tiny PNG claiming 30000x30000 pixels
    (a decompression bomb) costs microseconds;
 4. only then the full decode, with PIL's own bomb check turned into an error as a second guard.
+
+An ``http(s)://`` image is refused (``url_not_allowed``) unless the loader has a fetcher
+(``--allow-image-urls``): api/fetch.py then fetches it from public addresses only, within the
+same byte limit, and the bytes go through the same checks.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
 from rmserve.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from rmserve.api.fetch import ImageFetcher
 
 # Formats worth accepting from clients; PIL's rarer decoders are attack surface we do not need.
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
@@ -32,6 +40,11 @@ _DATA_URL = re.compile(
     r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w.+-]+=[\w.+-]+)*)(?P<b64>;base64)?,", re.ASCII
 )
 _WHITESPACE = re.compile(r"\s+")
+
+
+def is_url(text: str) -> bool:
+    """An http(s) URL (case-insensitive scheme), as opposed to inline image data."""
+    return text[:8].lower().startswith(("http://", "https://"))
 
 
 @dataclass(frozen=True)
@@ -70,9 +83,10 @@ def decode_base64_image(data: str, limits: ImageLimits, *, param: str | None = N
                 code="invalid_base64",
             )
         data = data[match.end() :]
-    elif data.startswith(("http://", "https://")):
+    elif is_url(data):
         raise InvalidInput(
-            "image URLs are not fetched by this server; send the image inline as a data URL",
+            "image URLs are not fetched by this server (the operator can enable them with "
+            "--allow-image-urls); send the image inline as a data URL or upload it to /v1/images",
             param=param,
             code="url_not_allowed",
         )
@@ -198,14 +212,30 @@ class ImageCache:
     def __len__(self) -> int:
         return len(self._items)
 
+    def stats(self) -> dict:
+        """Counters for /metrics (the same keys as the vision-feature cache's ``stats()``)."""
+        with self._lock:
+            lookups = self.hits + self.misses
+            return {"entries": len(self._items), "bytes": self._size, "hits": self.hits, "misses": self.misses,
+                    "hit_ratio": self.hits / lookups if lookups else 0.0}
+
 
 class ImageLoader:
-    """Turns one wire image (data URL / raw base64 / sha256 reference / local path) into a DecodedImage."""
+    """Turns one wire image (data URL / raw base64 / sha256 reference / local path / http(s) URL when a
+    ``fetcher`` is given) into a DecodedImage."""
 
-    def __init__(self, limits: ImageLimits, cache: ImageCache | None = None, *, base_dir: str | None = None):
+    def __init__(
+        self,
+        limits: ImageLimits,
+        cache: ImageCache | None = None,
+        *,
+        base_dir: str | None = None,
+        fetcher: ImageFetcher | None = None,
+    ):
         self.limits = limits
         self.cache = cache
         self.base_dir = base_dir  # set only for offline scoring: lets items name local files
+        self.fetcher = fetcher  # set only with --allow-image-urls (api/fetch.py vets every address)
 
     def load(self, spec: str | dict | object, *, param: str) -> DecodedImage:
         sha = getattr(spec, "sha256", None) or (spec.get("sha256") if isinstance(spec, dict) else None)
@@ -222,6 +252,8 @@ class ImageLoader:
         if not isinstance(spec, str):
             raise InvalidInput('image must be a data URL string or a {"sha256": ...} object', param=param)
         raw = self._read_local(spec, param) if self.base_dir is not None else None
+        if raw is None and self.fetcher is not None and is_url(spec):
+            raw = self.fetcher.fetch(spec, param=param)
         if raw is None:
             raw = decode_base64_image(spec, self.limits, param=param)
         if self.cache is not None:

@@ -35,6 +35,7 @@ from rmserve.rewards import sigmoid
 if TYPE_CHECKING:
     from rmserve.api.service import ScoreService
 
+MAX_BETA_PARAM = 1000.0
 # MM-DPO defaults (beta_ori, w, k).
 BETA0, W, K = 0.1, 0.5, 0.5
 
@@ -74,9 +75,15 @@ class CompareRequest(Conversation):
     model: str | None = Field(default=None, description="Model or ensemble name; default: the server's default.")
     response_a: str = Field(description="First response.")
     response_b: str = Field(description="Second response.")
-    beta0: float = Field(default=BETA0, gt=0, description="MM-DPO base beta (beta_ori).")
-    w: float = Field(default=W, ge=0, description="MM-DPO scaling weight: beta ranges over [beta0, beta0 * (1 + w)).")
-    k: float = Field(default=K, ge=0, description="MM-DPO sharpness: how fast beta grows with |margin|.")
+    # Bounded so beta stays a finite number (JSON has no infinity); real values are around 0.1-1.
+    beta0: float = Field(default=BETA0, gt=0, le=MAX_BETA_PARAM, description="MM-DPO base beta (beta_ori).")
+    w: float = Field(
+        default=W, ge=0, le=MAX_BETA_PARAM,
+        description="MM-DPO scaling weight: beta ranges over [beta0, beta0 * (1 + w)).",
+    )
+    k: float = Field(
+        default=K, ge=0, le=MAX_BETA_PARAM, description="MM-DPO sharpness: how fast beta grows with |margin|."
+    )
     apply_safety: bool | None = Field(
         default=None,
         description="Adjust both rewards with the server's safety policy first (default: the server's "
@@ -107,7 +114,10 @@ class RankRequest(Conversation):
         min_length=1, description="The candidate responses; none may be empty or only whitespace."
     )
     min_margin: float = Field(
-        default=0.0, ge=0, description="The rejected response must score at least this much below the chosen one."
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="The rejected response must score at least this much below the chosen one.",
     )
     top_k: int | None = Field(default=None, ge=1, description="Return only the best k of the ranking.")
     apply_safety: bool | None = Field(

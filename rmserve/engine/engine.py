@@ -22,6 +22,7 @@ Expired and cancelled items are dropped by both, so they never cost compute.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import threading
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from rmserve.context import request_id_var
 from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel
 from rmserve.engine.batching import padded_tokens, select_batch, select_grouped_batch
 from rmserve.engine.isolation import score_isolated
@@ -173,7 +175,9 @@ class Engine:
         """Run CPU work (image decode, tokenization) in the preprocessing pool, off the event loop."""
         if self._pool is None:
             raise NotReady("the engine is not started", code="not_ready")
-        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+        # The caller's context (its request id for log lines) goes with the job into the pool thread.
+        job = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, job)
 
     # ── exclusive model work ───────────────────────────────────────────────────────────────
 
@@ -383,8 +387,13 @@ class Engine:
         if not live:
             return
         self._batch_seq += 1
+        ids = list(dict.fromkeys(e.request.request_id for e in live if e.request.request_id))
+        token = request_id_var.set(",".join(ids[:8]) + (",..." if len(ids) > 8 else "") or None)
         start = time.monotonic()
-        outcomes = score_isolated(self.model.score_batch, [e.item for e in live])
+        try:
+            outcomes = score_isolated(self.model.score_batch, [e.item for e in live])
+        finally:
+            request_id_var.reset(token)
         seconds = time.monotonic() - start
         waits = [start - e.enqueued_at for e in live]
         self.stats.record_batch(

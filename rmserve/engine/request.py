@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rmserve.context import request_id_var
 from rmserve.models.prefix import group_key
 from rmserve.models.types import EncodedItem, ScoreOutput
 
@@ -69,6 +70,7 @@ class Request:
         self._inference_s = 0.0
         self.finished = False  # read without the lock as a hint; decisions re-check under it
         self.cancelled = False
+        self.request_id = request_id_var.get()  # for the worker's log lines about this request's batch
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline

@@ -7,8 +7,9 @@
 Startup does not block serving: the lifespan starts a task that loads the model, warms it up
 and starts the engine, while /healthz already answers and /readyz says 503 until it is done
 (so orchestrators can tell "alive, still loading" from "dead"). Shutdown marks the server as
-draining (/readyz 503), lets the engine finish admitted work, then stops it. uvicorn itself
-stops accepting connections and waits for open requests before the lifespan ends.
+draining (/readyz 503, new work 503 + Retry-After), lets the engines finish admitted work, then
+stops them. Under ``rmserve serve`` a SIGTERM drains before uvicorn closes anything (the sequence
+is in server/shutdown.py); the lifespan's own drain then finds nothing left to wait for.
 
 With ``config.grpc_port`` the lifespan also runs the gRPC server (server/grpc_server.py) over the
 same service: it starts with the app (health NOT_SERVING until the model is ready) and stops first
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +30,7 @@ from fastapi import FastAPI
 
 from rmserve import __version__
 from rmserve.api import EnsembleSpec, ImageCache, ImageLimits, ImageLoader, ModelSet, ScoreService, ServiceLimits
+from rmserve.api.fetch import ImageFetcher
 from rmserve.config import ServerConfig
 from rmserve.engine import Engine, ScoringModel
 from rmserve.models.types import ModelInfo
@@ -35,7 +38,8 @@ from rmserve.server import compat, rest, rest_v1
 from rmserve.server.errors import install_error_handlers
 from rmserve.server.grpc_server import GrpcServer
 from rmserve.server.metrics import Metrics
-from rmserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestMetricsMiddleware
+from rmserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
+from rmserve.server.shutdown import InFlight
 
 log = logging.getLogger("rmserve.server")
 
@@ -54,6 +58,32 @@ class AppState:
     draining: bool = False
     load_error: str | None = None
     grpc: GrpcServer | None = None  # the gRPC server beside REST, when config.grpc_port is set
+    inflight: InFlight = field(default_factory=InFlight)  # requests in progress (REST and gRPC)
+    drain_deadline: float | None = None  # time.monotonic() by which draining must be done
+
+    async def begin_drain(self, budget_s: float) -> None:
+        """Readiness off (/readyz 503, gRPC NOT_SERVING) and new work refused; admitted work goes on.
+        Idempotent: the first call sets the deadline."""
+        if self.drain_deadline is None:
+            self.drain_deadline = time.monotonic() + budget_s
+        self.draining, self.ready, self.metrics.ready = True, False, False
+        self.inflight.draining = True
+        if self.grpc is not None:
+            await self.grpc.refresh_health()
+
+    def drain_left(self) -> float:
+        """Seconds left of the drain budget (the full ``drain_timeout_s`` before draining began)."""
+        if self.drain_deadline is None:
+            return self.config.drain_timeout_s
+        return max(0.0, self.drain_deadline - time.monotonic())
+
+    def idle(self) -> bool:
+        """No admitted request in progress and no engine holding work."""
+        return self.inflight.admitted == 0 and all(e.health().in_flight == 0 for e in self.engines.values())
+
+    def describe_work(self) -> str:
+        items = {name: engine.health().in_flight for name, engine in self.engines.items()}
+        return f"{self.inflight.admitted} requests, items per model {items}"
 
 
 def configure_model(model: ScoringModel, config: ServerConfig) -> None:
@@ -65,10 +95,15 @@ def configure_model(model: ScoringModel, config: ServerConfig) -> None:
 
 
 def load_model_from_config(config: ServerConfig) -> ScoringModel:
-    """The default factory: ``config.model`` or the bundled default model, on ``config.device``."""
+    """The default factory: ``config.model`` or the bundled default model, on ``config.device`` (or on vLLM)."""
     from rmserve.models import default_model_path, load_reward_model
 
     path = config.model or default_model_path()
+    if config.backend == "vllm":
+        from rmserve.models.vllm_backend import load_vllm_reward_model
+
+        log.info("loading model from %s onto vLLM (dtype=%s)", path, config.dtype)
+        return load_vllm_reward_model(path, config.vllm_settings())
     log.info("loading model from %s (device=%s, dtype=%s)", path, config.device, config.dtype)
     return load_reward_model(path, device=config.device, dtype=config.dtype)
 
@@ -89,6 +124,13 @@ def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) 
     """The service over one engine, or several (an ensemble of all of them, per ``config.ensemble``)."""
     image_limits = ImageLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_image_bytes)
     cache = ImageCache(config.image_cache_mb * 1024 * 1024) if config.image_cache_mb else None
+    fetcher = None
+    if config.allow_image_urls:
+        fetcher = ImageFetcher(
+            max_bytes=config.max_image_bytes,
+            timeout_s=config.image_url_timeout_s,
+            max_redirects=config.image_url_max_redirects,
+        )
     limits = ServiceLimits(
         max_items_per_request=config.max_items_per_request,
         max_images_per_item=config.max_images_per_item,
@@ -101,7 +143,7 @@ def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) 
     return ScoreService(
         ModelSet(engines, ensemble=ensemble),
         limits=limits,
-        images=ImageLoader(image_limits, cache),
+        images=ImageLoader(image_limits, cache, fetcher=fetcher),
         safety=config.build_safety_policy(),
         apply_safety=config.safety_apply,  # type: ignore[arg-type]  # validated by ServerConfig
         compat_verifier=config.compat_verifier,
@@ -131,19 +173,23 @@ def _rename(model: ScoringModel, name: str) -> None:
         model.info.name = name
 
 
-async def _load_models(config: ServerConfig, factory: ModelFactory) -> dict[str, ScoringModel]:
+async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dict[str, ScoringModel], list[float]]:
+    """The models by name, and each one's load time in seconds (in load order)."""
     specs = config.model_specs()
     loaded: dict[str, ScoringModel] | list[ScoringModel] = {} if all(name for name, _ in specs) else []
+    seconds = []
     for name, path in specs:
         cfg = config if len(specs) == 1 else dataclasses.replace(config, model=path)
+        start = time.perf_counter()
         model = await asyncio.to_thread(factory, cfg)
+        seconds.append(time.perf_counter() - start)
         if isinstance(loaded, dict):
             loaded[name] = model
         else:
             if name:
                 _rename(model, name)
             loaded.append(model)
-    return _named(loaded)
+    return _named(loaded), seconds
 
 
 async def _bring_up(
@@ -152,8 +198,12 @@ async def _bring_up(
     config = state.config
     engines: dict[str, Engine] = {}
     try:
-        named = _named(models) if models is not None else await _load_models(config, factory)
-        for name, model in named.items():
+        if models is not None:
+            named, load_seconds = _named(models), []
+        else:
+            named, load_seconds = await _load_models(config, factory)
+        for k, (name, model) in enumerate(named.items()):
+            start = time.perf_counter()
             info = model.info
             warn_if_untrained(info)
             if info.max_length > config.max_batch_tokens:
@@ -168,12 +218,15 @@ async def _bring_up(
             engine = Engine(model, config.engine_config())
             await asyncio.to_thread(engine.start, warmup=config.warmup)
             engines[name] = engine
+            load = load_seconds[k] if k < len(load_seconds) else 0.0
+            state.metrics.model_loaded(name, load_s=load, warmup_s=time.perf_counter() - start)
         _warn_about_policy(config, [m.info for m in named.values()])
         state.service = build_service(engines, config)
         state.engines = engines
         state.engine = next(iter(engines.values()))
         state.info = state.engine.model.info
-        state.metrics.engine = state.engine
+        state.metrics.engines = dict(engines)
+        state.metrics.image_cache = state.service.images.cache
         state.ready = state.metrics.ready = not state.draining
         for name, engine in engines.items():
             info = engine.model.info
@@ -208,6 +261,7 @@ def create_app(
     else ``model_factory(config)`` (default: load ``config.model``), once per --model directory."""
     config = config or ServerConfig()
     state = AppState(config=config, metrics=Metrics())
+    state.metrics.inflight = state.inflight
     if model is not None:
         models = [model]
 
@@ -222,15 +276,17 @@ def create_app(
         try:
             yield
         finally:
-            state.draining, state.ready, state.metrics.ready = True, False, False
+            # After a SIGTERM drain (server/shutdown.py) this is already done and the budget mostly
+            # spent; otherwise (tests, embedding) the drain starts here with the whole budget.
+            await state.begin_drain(config.drain_timeout_s)
             if state.grpc is not None:  # NOT_SERVING, refuse new calls, let running ones finish
-                await state.grpc.stop(grace=config.drain_timeout_s)
+                await state.grpc.stop(grace=state.drain_left())
             # Loading runs in a thread that cannot be interrupted: give it the drain budget.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(asyncio.shield(bring_up), timeout=config.drain_timeout_s)
+                await asyncio.wait_for(asyncio.shield(bring_up), timeout=state.drain_left())
+            left = state.drain_left()
             stops = [
-                asyncio.to_thread(engine.stop, drain=True, timeout=config.drain_timeout_s)
-                for engine in (state.engines or {}).values()
+                asyncio.to_thread(engine.stop, drain=True, timeout=left) for engine in (state.engines or {}).values()
             ]
             await asyncio.gather(*stops)
             log.info("stopped")
@@ -248,7 +304,8 @@ def create_app(
     app.include_router(rest_v1.router)
     app.include_router(compat.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=config.max_body_bytes)
-    if config.api_key:
-        app.add_middleware(ApiKeyMiddleware, api_key=config.api_key)
-    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)  # added last = outermost
+    api_keys = config.api_keys()
+    if api_keys:
+        app.add_middleware(ApiKeyMiddleware, api_keys=api_keys)
+    app.add_middleware(RequestContextMiddleware, state=state)  # added last = outermost
     return app

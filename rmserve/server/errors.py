@@ -1,9 +1,10 @@
 """HTTP side of the error contract: every failure leaves as ``{"error": {message, type, param, code}}``.
 
 One table maps each error to a status: ``RMServeError`` subclasses carry their own
-``http_status`` (429 adds ``Retry-After``); FastAPI's validation errors (wrong types, unknown
+``http_status`` (429 and 503 add ``Retry-After``); FastAPI's validation errors (wrong types, unknown
 fields, malformed JSON) are 422 with ``param`` = the dotted path of the first error; routing
-errors keep their status; anything unexpected is a 500 without internals in the body.
+errors keep their status, except FastAPI's 400 for an unparseable body (422 like any bad JSON);
+anything unexpected is a 500 without internals in the body.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rmserve.api.protocol import invalid_input_from_errors
-from rmserve.errors import Overloaded, RMServeError
+from rmserve.errors import RMServeError
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def error_response(
 
 def rmserve_error_response(exc: RMServeError) -> JSONResponse:
     headers = None
-    if isinstance(exc, Overloaded):
-        headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
+    retry_after = getattr(exc, "retry_after_s", None)  # Overloaded (429), NotReady (503)
+    if retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
     return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
 
 
@@ -55,6 +57,10 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
 
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    if exc.status_code == 400:  # FastAPI could not parse the body (e.g. JSON that is not UTF-8): bad input
+        return error_response(
+            422, f"request body could not be parsed: {exc.detail}", "invalid_request_error", code="json_invalid"
+        )
     type_ = _HTTP_TYPES.get(
         exc.status_code, "invalid_request_error" if exc.status_code < 500 else "internal_error"
     )

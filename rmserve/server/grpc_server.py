@@ -8,6 +8,16 @@
                                    draining, or after an engine thread died (re-checked every second)
       reflection                   lists rmserve.v1.RewardService, grpc.health.v1.Health, reflection
 
+Every call passes one interceptor (``CallGate``) before its method: it takes the request id from
+``x-request-id`` metadata (or makes one), sends it back as initial metadata and stamps every log line
+of the call with it; with API keys configured it refuses calls without ``authorization: Bearer <key>``
+(UNAUTHENTICATED) on every service but ``grpc.health.v1.Health`` (reflection needs a key too). The
+gate is deny-by-default, so a service or method added later is covered without further code.
+Requests are parsed by our own deserializers: bytes that are not a valid message become
+INVALID_ARGUMENT (gRPC's own handling would answer UNKNOWN).
+
+With ``--tls-cert/--tls-key`` the port speaks TLS only (``grpc.ssl_server_credentials``).
+
 Deadlines: a call's remaining time becomes the service deadline, so work whose caller has given up
 is dropped before compute; without one the server default (``request_timeout_s``) applies. A call
 the client cancels (or whose deadline passes) cancels its service task, which drops its queued
@@ -21,13 +31,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from google.protobuf import message_factory
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
@@ -38,8 +51,9 @@ from rmserve.api.critique import CritiqueRequest
 from rmserve.api.pairs import CompareRequest, RankRequest
 from rmserve.api.protocol import invalid_input_from_errors
 from rmserve.api.safety import SafetyRequest
-from rmserve.errors import DeadlineExceeded, NotReady, RMServeError, Unauthenticated
+from rmserve.errors import DeadlineExceeded, InvalidInput, NotReady, RMServeError
 from rmserve.server import grpc_convert as convert
+from rmserve.server.logs import request_id, request_id_var
 from rmserve.server.middleware import api_key_matches
 
 if TYPE_CHECKING:
@@ -47,8 +61,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rmserve.grpc")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RewardService"].full_name  # rmserve.v1.RewardService
+SERVICE = pb.DESCRIPTOR.services_by_name["RewardService"]
+SERVICE_NAME = SERVICE.full_name  # rmserve.v1.RewardService
 HEALTH_RECHECK_S = 1.0
+# Orchestrators probe health without a key; every other service (reflection too) needs one.
+OPEN_SERVICES = frozenset({health.SERVICE_NAME})
 
 
 # ── errors ─────────────────────────────────────────────────────────────────────────────────────
@@ -108,7 +125,7 @@ def _handled(kind: str) -> Callable:
             async def unary(self: RewardServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
                 start = time.perf_counter()
                 try:
-                    self._authenticate(context)
+                    _check_decoded(request)
                     response = await method(self, request, context)
                 except (grpc.aio.AbortError, asyncio.CancelledError):
                     raise
@@ -123,7 +140,7 @@ def _handled(kind: str) -> Callable:
         async def streaming(self: RewardServicer, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
             start = time.perf_counter()
             try:
-                self._authenticate(context)
+                _check_decoded(request)
                 async for message in method(self, request, context):
                     yield message
             except (grpc.aio.AbortError, asyncio.CancelledError):
@@ -145,15 +162,6 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         self.state = state
 
     # ── plumbing shared by the RPCs ────────────────────────────────────────────────────────
-
-    def _authenticate(self, context: grpc.aio.ServicerContext) -> None:
-        key = self.state.config.api_key
-        if key is None:
-            return
-        given = dict(context.invocation_metadata() or ()).get("authorization")
-        if not api_key_matches(given, key):
-            message = "missing API key" if given is None else "invalid API key"
-            raise Unauthenticated(f"{message}; send metadata `authorization: Bearer <key>`", code="invalid_api_key")
 
     def _service(self) -> Any:
         state = self.state
@@ -234,6 +242,14 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
             nonlocal pending
             try:
                 async for item in request_iterator:
+                    if isinstance(item, Undecodable) or self.state.draining:
+                        # answered at once, without a slot: a bad message, or no new work while draining
+                        refused = pb.ScoreResult(id="" if isinstance(item, Undecodable) else item.id)
+                        error = item.error() if isinstance(item, Undecodable) else _draining()
+                        refused.error.CopyFrom(convert.error_proto(error))
+                        pending += 1
+                        results.put_nowait(refused)
+                        continue
                     await slots.acquire()
                     try:
                         deadline = self._deadline(context)
@@ -308,12 +324,135 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         return convert.to_proto(await method(body, deadline=self._deadline(context)), response_type)
 
 
+def _draining() -> NotReady:
+    return NotReady("the server is shutting down; retry on another replica", code="not_ready")
+
+
 class _Unimplemented(RMServeError):
     """An RPC whose service method does not exist in this build."""
 
     http_status = 501
     grpc_code = "UNIMPLEMENTED"
     error_type = "not_implemented"
+
+
+# ── parsing and the call gate ──────────────────────────────────────────────────────────────────
+
+
+class Undecodable:
+    """What our deserializer returns for bytes that are not a valid request message."""
+
+    def __init__(self, type_name: str, reason: str):
+        self.type_name, self.reason = type_name, reason
+
+    def error(self) -> InvalidInput:
+        return InvalidInput(
+            f"the request is not a valid {self.type_name} message: {self.reason}", code="invalid_message"
+        )
+
+
+def _check_decoded(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise request.error()
+
+
+def _deserializer(message_type: type) -> Callable[[bytes], Any]:
+    name = message_type.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            return Undecodable(name, str(exc) or type(exc).__name__)
+
+    return parse
+
+
+_HANDLER_FACTORIES = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def reward_service_handler(servicer: RewardServicer) -> grpc.GenericRpcHandler:
+    """RewardService's handlers built from its descriptor (as the generated code does), with our parsers."""
+    handlers = {}
+    for method in SERVICE.methods:
+        request_type = message_factory.GetMessageClass(method.input_type)
+        response_type = message_factory.GetMessageClass(method.output_type)
+        make = _HANDLER_FACTORIES[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_deserializer(request_type),
+            response_serializer=response_type.SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+
+class CallGate(grpc.aio.ServerInterceptor):
+    """Request id, API key and in-flight accounting for every call on the server (deny by default)."""
+
+    def __init__(self, state: AppState, api_keys: Sequence[str]):
+        self.state = state
+        self.api_keys = tuple(api_keys)
+
+    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None:  # unknown method: gRPC answers UNIMPLEMENTED
+            return None
+        metadata = {m[0]: m[1] for m in details.invocation_metadata or ()}
+        rid = request_id(metadata.get("x-request-id") if isinstance(metadata.get("x-request-id"), str) else None)
+        service = details.method.strip("/").split("/", 1)[0]
+        refusal = None
+        if self.api_keys and service not in OPEN_SERVICES:
+            given = metadata.get("authorization")
+            if not api_key_matches(given if isinstance(given, str) else None, self.api_keys):
+                refusal = "missing API key" if given is None else "invalid API key"
+                refusal += "; send metadata `authorization: Bearer <key>`"
+        return self._wrap(handler, details.method, rid, refusal)
+
+    def _wrap(self, handler: Any, method: str, rid: str, refusal: str | None) -> Any:
+        kind = ("stream_" if handler.request_streaming else "unary_") + (
+            "stream" if handler.response_streaming else "unary"
+        )
+        behavior = getattr(handler, kind)
+        inflight, metrics = self.state.inflight, self.state.metrics
+
+        async def enter(context: grpc.aio.ServicerContext) -> bool:
+            request_id_var.set(rid)  # each call runs in its own task: this context is the call's
+            await context.send_initial_metadata((("x-request-id", rid),))
+            if refusal is not None:
+                with contextlib.suppress(Exception):
+                    metrics.observe_request(method, "GRPC", 401, 0.0)
+                await context.abort(
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    refusal,
+                    (("rmserve-error-type", "authentication_error"), ("rmserve-error-code", "invalid_api_key")),
+                )
+            return inflight.begin("grpc")
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+                counted = await enter(context)
+                try:
+                    async for message in behavior(request, context):
+                        yield message
+                finally:
+                    inflight.end("grpc", counted)
+
+            return handler._replace(**{kind: stream})
+
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            counted = await enter(context)
+            try:
+                return await behavior(request, context)
+            finally:
+                inflight.end("grpc", counted)
+
+        return handler._replace(**{kind: call})
 
 
 # ── the server ─────────────────────────────────────────────────────────────────────────────────
@@ -327,13 +466,14 @@ class GrpcServer:
         self.address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
         limit = state.config.max_body_bytes
         self.server = grpc.aio.server(
+            interceptors=[CallGate(state, state.config.api_keys())],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not share it
-            ]
+            ],
         )
-        pb_grpc.add_RewardServiceServicer_to_server(RewardServicer(state), self.server)
+        self.server.add_generic_rpc_handlers((reward_service_handler(RewardServicer(state)),))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -344,13 +484,19 @@ class GrpcServer:
         self._serving: bool | None = None
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(self.address)
+        config = self.state.config
+        if config.tls_cert and config.tls_key:
+            with open(config.tls_key, "rb") as key, open(config.tls_cert, "rb") as cert:
+                credentials = grpc.ssl_server_credentials([(key.read(), cert.read())])
+            self.port = self.server.add_secure_port(self.address, credentials)
+        else:
+            self.port = self.server.add_insecure_port(self.address)
         if not self.port:
             raise RuntimeError(f"gRPC could not bind {self.address}; pick another --grpc-port")
         await self.refresh_health()
         await self.server.start()
         self._watch = asyncio.create_task(self._watch_health())
-        log.info("gRPC serving %s on %s", SERVICE_NAME, self.address)
+        log.info("gRPC serving %s on %s%s", SERVICE_NAME, self.address, " (TLS)" if config.tls_cert else "")
         return self.port
 
     def ready(self) -> bool:

@@ -1,19 +1,38 @@
-"""Prometheus metrics: request counts and latency per endpoint and status, plus the engine's stats.
+"""Prometheus metrics: requests (count, latency, in flight), and per served model (label ``model``): the
+queue, batches, item outcomes, caches and load time.
+
+    rmserve_requests_total{endpoint,method,status}            REST route templates; gRPC methods (method GRPC)
+    rmserve_request_duration_seconds{endpoint,method,status}  histogram
+    rmserve_requests_in_flight{transport}                     http | grpc, now
+    rmserve_request_queue_seconds / _inference_seconds        per scored request (histograms)
+    rmserve_ready                                             1 once every model is loaded and warm
+    rmserve_model_load_seconds{model,phase}                   phase load (weights) | warmup (engine start)
+    rmserve_queue_depth{model} / rmserve_in_flight_items{model}
+    rmserve_batches_total{model}, rmserve_items_{scored,failed,expired,cancelled}_total{model}
+    rmserve_batch_size{model}, rmserve_batch_tokens{model}, rmserve_batch_duration_seconds{model},
+    rmserve_item_queue_seconds{model}                         histograms
+    rmserve_image_cache_{hits,misses}_total, _entries, _bytes, _hit_ratio      decoded images (shared)
+    rmserve_vision_cache_{hits,misses}_total{model}, _entries, _bytes, _hit_ratio   vision features
 
 Each app gets its own ``CollectorRegistry`` (several apps in one test process must not collide).
-Engine stats are read at scrape time by a custom collector from one consistent snapshot, so the
-engine itself depends on no metrics library.
+Engine and cache stats are read at scrape time by a custom collector from consistent snapshots, so
+the engine itself depends on no metrics library.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from rmserve.engine import Engine, HistogramSnapshot
+
+if TYPE_CHECKING:
+    from rmserve.api.images import ImageCache
+    from rmserve.server.shutdown import InFlight
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
@@ -23,17 +42,20 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.engine: Engine | None = None
+        self.engines: dict[str, Engine] = {}  # model name -> engine, set once the models are up
+        self.image_cache: ImageCache | None = None
+        self.inflight: InFlight | None = None
+        self.load_seconds: dict[tuple[str, str], float] = {}  # (model, phase) -> seconds
         self.ready = False
         self.requests = Counter(
             "rmserve_requests",
-            "HTTP requests by endpoint (route template), method and status code.",
+            "Requests by endpoint (REST route template or gRPC method), method and status code.",
             ["endpoint", "method", "status"],
             registry=self.registry,
         )
         self.latency = Histogram(
             "rmserve_request_duration_seconds",
-            "HTTP request latency by endpoint, method and status code.",
+            "Request latency by endpoint, method and status code.",
             ["endpoint", "method", "status"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
@@ -52,6 +74,11 @@ class Metrics:
         )
         self.registry.register(_EngineCollector(self))
 
+    @property
+    def engine(self) -> Engine | None:
+        """The first model's engine (older callers)."""
+        return next(iter(self.engines.values()), None)
+
     def observe_request(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         labels = (endpoint, method, str(status))
         self.requests.labels(*labels).inc()
@@ -61,8 +88,27 @@ class Metrics:
         self.queue_time.observe(queue_ms / 1000)
         self.inference_time.observe(inference_ms / 1000)
 
+    def model_loaded(self, model: str, *, load_s: float, warmup_s: float) -> None:
+        self.load_seconds[(model, "load")] = load_s
+        self.load_seconds[(model, "warmup")] = warmup_s
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+_ITEM_COUNTERS = [
+    ("rmserve_batches", "Forward passes run (bisection re-runs not counted).", "batches_run"),
+    ("rmserve_items_scored", "Items scored successfully.", "items_scored"),
+    ("rmserve_items_failed", "Items that failed in the model (after bisection).", "items_failed"),
+    ("rmserve_items_expired", "Items dropped before compute: deadline passed.", "items_expired"),
+    ("rmserve_items_cancelled", "Items dropped before compute: caller went away.", "items_cancelled"),
+]
+_HISTOGRAMS = [
+    ("rmserve_batch_size", "Items per forward pass.", "batch_size"),
+    ("rmserve_batch_tokens", "Padded tokens (longest x items) per forward.", "batch_tokens"),
+    ("rmserve_batch_duration_seconds", "Forward-pass wall time.", "batch_seconds"),
+    ("rmserve_item_queue_seconds", "Per item: enqueue until its batch ran.", "queue_seconds"),
+]
 
 
 class _EngineCollector(Collector):
@@ -70,43 +116,89 @@ class _EngineCollector(Collector):
         self.metrics = metrics
 
     def collect(self) -> Iterator:
-        yield GaugeMetricFamily(
-            "rmserve_ready", "1 when the model is loaded and warm.", value=self.metrics.ready
-        )
-        engine = self.metrics.engine
-        if engine is None:
+        metrics = self.metrics
+        yield GaugeMetricFamily("rmserve_ready", "1 when every model is loaded and warm.", value=metrics.ready)
+        if metrics.inflight is not None:
+            inflight = GaugeMetricFamily(
+                "rmserve_requests_in_flight", "Requests in progress, by transport.", labels=["transport"]
+            )
+            for transport, count in sorted(metrics.inflight.by_transport.items()):
+                inflight.add_metric([transport], count)
+            yield inflight
+        if metrics.load_seconds:
+            load = GaugeMetricFamily(
+                "rmserve_model_load_seconds",
+                "Seconds to load each model's weights (phase=load) and start its engine, warm-up included "
+                "(phase=warmup).",
+                labels=["model", "phase"],
+            )
+            for (model, phase), seconds in metrics.load_seconds.items():
+                load.add_metric([model, phase], seconds)
+            yield load
+        yield from _cache_families("rmserve_image_cache", "Decoded-image cache", [], _image_cache_rows(metrics))
+        if not metrics.engines:
             return
-        snap = engine.snapshot()
-        yield GaugeMetricFamily(
-            "rmserve_queue_depth", "Items waiting for a batch (not yet computing).", value=snap.queue_depth
+        snaps = {name: engine.snapshot() for name, engine in metrics.engines.items()}
+        depth = GaugeMetricFamily(
+            "rmserve_queue_depth", "Items waiting for a batch (not yet computing).", labels=["model"]
         )
-        yield GaugeMetricFamily(
+        items = GaugeMetricFamily(
             "rmserve_in_flight_items",
             "Items admitted and unfinished (queued, preprocessing or computing).",
-            value=snap.in_flight,
+            labels=["model"],
         )
-        counters = [
-            ("rmserve_batches", "Forward passes run (bisection re-runs not counted).", snap.batches_run),
-            ("rmserve_items_scored", "Items scored successfully.", snap.items_scored),
-            ("rmserve_items_failed", "Items that failed in the model (after bisection).", snap.items_failed),
-            ("rmserve_items_expired", "Items dropped before compute: deadline passed.", snap.items_expired),
-            (
-                "rmserve_items_cancelled",
-                "Items dropped before compute: caller went away.",
-                snap.items_cancelled,
-            ),
-        ]
-        for name, doc, value in counters:
-            yield CounterMetricFamily(name, doc, value=value)
-        yield _histogram("rmserve_batch_size", "Items per forward pass.", snap.batch_size)
-        yield _histogram(
-            "rmserve_batch_tokens", "Padded tokens (longest x items) per forward.", snap.batch_tokens
-        )
-        yield _histogram("rmserve_batch_duration_seconds", "Forward-pass wall time.", snap.batch_seconds)
-        yield _histogram(
-            "rmserve_item_queue_seconds", "Per item: enqueue until its batch ran.", snap.queue_seconds
+        for name, snap in snaps.items():
+            depth.add_metric([name], snap.queue_depth)
+            items.add_metric([name], snap.in_flight)
+        yield depth
+        yield items
+        for metric, doc, attr in _ITEM_COUNTERS:
+            family = CounterMetricFamily(metric, doc, labels=["model"])
+            for name, snap in snaps.items():
+                family.add_metric([name], getattr(snap, attr))
+            yield family
+        for metric, doc, attr in _HISTOGRAMS:
+            family = HistogramMetricFamily(metric, doc, labels=["model"])
+            for name, snap in snaps.items():
+                hist: HistogramSnapshot = getattr(snap, attr)
+                family.add_metric([name], hist.cumulative(), sum_value=hist.total)
+            yield family
+        vision = []
+        for name, engine in metrics.engines.items():
+            stats = _vision_stats(engine)
+            if stats is not None:
+                vision.append(([name], stats))
+        yield from _cache_families(
+            "rmserve_vision_cache", "Vision-feature cache (encoder outputs by image)", ["model"], vision
         )
 
 
-def _histogram(name: str, doc: str, snap: HistogramSnapshot) -> HistogramMetricFamily:
-    return HistogramMetricFamily(name, doc, buckets=snap.cumulative(), sum_value=snap.total)
+def _image_cache_rows(metrics: Metrics) -> list[tuple[list[str], dict[str, Any]]]:
+    cache = metrics.image_cache
+    if cache is None:
+        return []
+    return [([], cache.stats())]
+
+
+def _vision_stats(engine: Engine) -> dict[str, Any] | None:
+    cache = getattr(engine.model, "vision_cache", None)
+    stats = getattr(cache, "stats", None)
+    return stats() if callable(stats) else None
+
+
+def _cache_families(prefix: str, what: str, labels: list[str], rows: list) -> Iterator:
+    """hits/misses counters, entries/bytes/hit-ratio gauges for caches reporting ``stats()`` dicts."""
+    if not rows:
+        return
+    kinds = [
+        ("hits", CounterMetricFamily, f"{what}: lookups that found an entry."),
+        ("misses", CounterMetricFamily, f"{what}: lookups that found none."),
+        ("entries", GaugeMetricFamily, f"{what}: entries held."),
+        ("bytes", GaugeMetricFamily, f"{what}: bytes held."),
+        ("hit_ratio", GaugeMetricFamily, f"{what}: hits / lookups since start (0 before any lookup)."),
+    ]
+    for key, family_type, doc in kinds:
+        family = family_type(f"{prefix}_{key}", doc, labels=labels)
+        for label_values, stats in rows:
+            family.add_metric(label_values, float(stats.get(key, 0)))
+        yield family

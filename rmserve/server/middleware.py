@@ -1,42 +1,80 @@
-"""Pure-ASGI middleware: request metrics (outermost, so every response is counted), a body limit, API keys."""
+"""Pure-ASGI middleware, outermost first: request context (id, in-flight, metrics, access log), API keys,
+a body limit.
+
+``RequestContextMiddleware`` is outermost so that every response, a 401 or 413 included, is counted,
+logged and carries ``x-request-id`` (the client's, if sane, else a new one; see server/logs.py).
+While the server drains, responses also carry ``Connection: close``: clients move their keep-alive
+connections elsewhere before the listeners close, instead of racing the close.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rmserve.server.errors import error_response
-from rmserve.server.metrics import Metrics
+from rmserve.server.logs import request_id, request_id_var
+
+if TYPE_CHECKING:
+    from rmserve.server.app import AppState
+
+access_log = logging.getLogger("rmserve.access")
 
 
-class RequestMetricsMiddleware:
-    def __init__(self, app: ASGIApp, metrics: Metrics):
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, state: AppState):
         self.app = app
-        self.metrics = metrics
+        self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        status = 500  # if the app raises before responding, the client sees a 500
+        given = next((v for k, v in scope.get("headers", ()) if k == b"x-request-id"), None)
+        rid = request_id(given.decode("latin-1") if given is not None else None)
+        token = request_id_var.set(rid)
+        state, status = self.state, 500  # if the app raises before responding, the client sees a 500
         start = time.perf_counter()
+        counted = state.inflight.begin("http")
 
-        async def send_and_record(message: Message) -> None:
+        async def send_with_context(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", ()))
+                headers.append((b"x-request-id", rid.encode("latin-1")))
+                if state.draining:
+                    headers.append((b"connection", b"close"))
+                message = {**message, "headers": headers}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_and_record)
+            await self.app(scope, receive, send_with_context)
         finally:
+            state.inflight.end("http", counted)
+            seconds = time.perf_counter() - start
             # The route template (not the raw path) keeps label cardinality bounded.
             route = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(endpoint, scope["method"], status, time.perf_counter() - start)
+            state.metrics.observe_request(endpoint, scope["method"], status, seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s %d %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status,
+                    seconds * 1000,
+                    extra={"method": scope["method"], "path": scope["path"], "status": status,
+                           "duration_ms": round(seconds * 1000, 2)},
+                )
+            request_id_var.reset(token)
 
 
 class BodyTooLarge(HTTPException):
@@ -88,26 +126,38 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-# Probes and scrapes stay open: orchestrators and Prometheus carry no API key.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
+# Probes and scrapes stay open: orchestrators and Prometheus carry no API key. Everything else,
+# the docs and the OpenAPI schema included, needs one (tests/test_ops_auth.py walks the route table).
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
-def api_key_matches(header: str | None, api_key: str) -> bool:
-    """``Authorization: Bearer <key>`` (or the bare key) equals ``api_key``, compared in constant time."""
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).digest()
+
+
+def api_key_matches(header: str | None, api_keys: Sequence[str]) -> bool:
+    """``Authorization: Bearer <key>`` (or the bare key) is one of ``api_keys``.
+
+    Constant time: the given key is compared with every configured key (no early exit on a match),
+    as fixed-length sha256 digests, so neither which key matched nor any key's length leaks.
+    """
     if not header:
         return False
     scheme, _, token = header.strip().partition(" ")
-    given = token.strip() if scheme.lower() == "bearer" and token else header.strip()
-    return hmac.compare_digest(given.encode(), api_key.encode())
+    given = _digest(token.strip() if scheme.lower() == "bearer" and token else header.strip())
+    matched = False
+    for key in api_keys:
+        matched |= hmac.compare_digest(given, _digest(key))
+    return matched
 
 
 class ApiKeyMiddleware:
-    """401 in the standard error shape unless the request carries the configured API key
+    """401 in the standard error shape unless the request carries one of the configured API keys
     (``Authorization: Bearer <key>`` or ``x-api-key: <key>``); OPEN_PATHS need none."""
 
-    def __init__(self, app: ASGIApp, api_key: str):
+    def __init__(self, app: ASGIApp, api_keys: Sequence[str]):
         self.app = app
-        self.api_key = api_key
+        self.api_keys = tuple(api_keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
@@ -115,7 +165,7 @@ class ApiKeyMiddleware:
             return
         headers = {key: value for key, value in scope.get("headers", ()) if key in (b"authorization", b"x-api-key")}
         given = headers.get(b"authorization") or headers.get(b"x-api-key")
-        if not api_key_matches(given.decode("latin-1") if given else None, self.api_key):
+        if not api_key_matches(given.decode("latin-1") if given else None, self.api_keys):
             message = "missing API key" if given is None else "invalid API key"
             response = error_response(
                 401,

@@ -3,7 +3,8 @@
 Headers out: ``x-queue-time-ms`` (longest wait of the request's items for a batch),
 ``x-inference-time-ms`` (forward time of the batches they rode in), ``x-total-time-ms``.
 Header in: ``x-request-timeout-ms`` sets the request's deadline (default: config.request_timeout_s);
-work still queued when it passes is dropped and the answer is 504.
+work still queued when it passes is dropped and the answer is 504. ``x-request-id`` (in, and always
+out) is handled by the middleware (server/middleware.py), like API keys and the body limit.
 """
 
 from __future__ import annotations

@@ -1,0 +1,160 @@
+"""Graceful shutdown on SIGTERM / SIGINT: readiness off first, then drain, then close, then exit 0.
+
+    first signal    1. readiness off: /readyz 503, gRPC health NOT_SERVING; new work is refused with
+                       503 + Retry-After (gRPC UNAVAILABLE + retry-after), never dropped; responses carry
+                       `Connection: close`
+                    2. listeners stay open for ``shutdown_delay_s`` (load balancers see the readiness change)
+                    3. work admitted before the signal finishes, up to ``drain_timeout_s``
+                    4. uvicorn closes the listeners and idle connections; the app's lifespan stops gRPC
+                       and the engines. Only work still running when the budget is spent is cut off
+                       (its connection or call is closed; a warning names what was left)
+                    5. the process exits 0
+    second signal   exit now (uvicorn's force_exit)
+
+Why not uvicorn's own handling: it closes the listening sockets at the first signal (readiness never
+reads 503, load balancers see refused connections), waits for connections up to a graceful timeout
+and only then runs the lifespan shutdown (a second drain budget: up to twice ``drain_timeout_s`` in
+all; gRPC, stopped in the lifespan, kept reporting SERVING meanwhile), and re-raises the signal after
+a clean shutdown, so the exit status was 143. ``Server`` keeps uvicorn's loop and replaces only its
+signal capture.
+
+``InFlight`` counts requests (REST and gRPC) in progress, and those that began before draining: the
+work step 3 waits for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+if TYPE_CHECKING:
+    from rmserve.server.app import AppState
+
+log = logging.getLogger("rmserve.shutdown")
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+POLL_S = 0.02
+
+
+class InFlight:
+    """Requests in progress by transport, and how many of them were admitted before draining began.
+
+    Touched only from the event loop (middleware and the gRPC interceptor), so it needs no lock.
+    """
+
+    def __init__(self) -> None:
+        self.by_transport: dict[str, int] = {"http": 0, "grpc": 0}
+        self.admitted = 0  # in progress and begun before draining: what a drain waits for
+        self.draining = False
+
+    def begin(self, transport: str) -> bool:
+        """Count a request in; returns whether it counts as admitted work (pass it to ``end``)."""
+        self.by_transport[transport] = self.by_transport.get(transport, 0) + 1
+        if self.draining:
+            return False
+        self.admitted += 1
+        return True
+
+    def end(self, transport: str, admitted: bool) -> None:
+        self.by_transport[transport] -= 1
+        if admitted:
+            self.admitted -= 1
+
+
+async def drain(state: AppState, *, delay_s: float, timeout_s: float) -> bool:
+    """Readiness off and new work refused, wait ``delay_s``, then for admitted work (up to ``timeout_s``).
+
+    Returns whether everything admitted finished in time.
+    """
+    await state.begin_drain(delay_s + timeout_s)
+    if delay_s:
+        await asyncio.sleep(delay_s)
+    while not state.idle():
+        if time.monotonic() >= (state.drain_deadline or 0.0):
+            log.warning("drain budget spent with work in flight: %s", state.describe_work())
+            return False
+        await asyncio.sleep(POLL_S)
+    return True
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server with rmserve's signal handling (the module docstring has the sequence)."""
+
+    def __init__(self, config: uvicorn.Config, state: AppState):
+        super().__init__(config)
+        self.state = state
+        self._draining: asyncio.Task | None = None
+        self.signals: list[int] = []  # received, for tests and logs
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        for sig in SIGNALS:
+            loop.add_signal_handler(sig, self.handle_signal, sig)
+        try:
+            yield
+        finally:
+            for sig in SIGNALS:
+                loop.remove_signal_handler(sig)
+
+    def handle_signal(self, sig: int) -> None:
+        self.signals.append(sig)
+        if self._draining is not None or self.should_exit:
+            log.warning("second %s: exiting now", signal.Signals(sig).name)
+            self.should_exit = self.force_exit = True
+            return
+        config = self.state.config
+        log.info(
+            "%s: readiness off, draining (delay %.1fs, budget %.1fs)",
+            signal.Signals(sig).name, config.shutdown_delay_s, config.drain_timeout_s,
+        )
+        self._draining = asyncio.get_running_loop().create_task(self._drain_then_exit())
+
+    async def _drain_then_exit(self) -> None:
+        config = self.state.config
+        try:
+            await drain(self.state, delay_s=config.shutdown_delay_s, timeout_s=config.drain_timeout_s)
+        except Exception:  # never leave the process up because the drain itself failed
+            log.exception("drain failed; shutting down")
+        # uvicorn's own wait for open connections gets only what is left of the budget.
+        self.config.timeout_graceful_shutdown = max(0.1, self.state.drain_left())
+        self.should_exit = True
+
+
+def uvicorn_config(app, config) -> uvicorn.Config:
+    """uvicorn settings for a ``ServerConfig``: TLS, no access log of its own (ours has request ids),
+    logging left as ``configure_logging`` set it."""
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level,
+        log_config=None,
+        access_log=False,
+        ssl_certfile=config.tls_cert,
+        ssl_keyfile=config.tls_key,
+        timeout_graceful_shutdown=max(0.1, config.drain_timeout_s),
+    )
+
+
+def serve(app, config) -> int:
+    """Run ``app`` (from ``create_app(config)``) until a signal has drained it; the exit status."""
+    server = Server(uvicorn_config(app, config), app.state.rmserve)
+    server.run()
+    if not server.started:  # could not bind, or the lifespan failed at startup
+        return 1
+    return 0
+
+
+__all__ = ["InFlight", "Server", "drain", "serve", "uvicorn_config"]

@@ -1,0 +1,201 @@
+"""SIGTERM: readiness off first, new work refused explicitly, admitted work finished, exit 0 in the grace period.
+
+In process: the drain sequence (server/shutdown.py) step by step, REST and gRPC. As a process: a real
+``rmserve serve`` under REST and gRPC load gets SIGTERM; every request must end in a correct 200 or
+an explicit refusal (503 + Retry-After / UNAVAILABLE; once the listeners are closed, a refused
+connection), readiness must read 503 before the listeners close, and the process must exit 0
+within shutdown_delay + drain_timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+import time
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rmserve_client._proto import reward_pb2 as pb
+from rmserve_client._proto import reward_pb2_grpc as pb_grpc
+
+from rmserve.server.shutdown import drain
+from tests.fakes import FakeRewardModel
+from tests.ops import direct_rewards, rmserve_process
+from tests.serving import asgi_client, free_port, make_app
+
+GOOD = {"items": [{"prompt": "What is shown?", "response": "A red square."}]}
+
+
+async def _grpc_health(target: str) -> int:
+    async with grpc.aio.insecure_channel(target) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        return reply.status
+
+
+async def test_drain_sequence_in_process():
+    gate = threading.Event()
+    model = FakeRewardModel(forward_gate=gate)
+    grpc_port = free_port()
+    target = f"127.0.0.1:{grpc_port}"
+    app = make_app(model, grpc_port=grpc_port, drain_timeout_s=5)
+    state = app.state.rmserve
+    async with asgi_client(app) as client:
+        assert await _grpc_health(target) == health_pb2.HealthCheckResponse.SERVING
+        admitted = asyncio.ensure_future(client.post("/v1/score", json=GOOD))
+        while not model.batches:  # in the model, blocked on the gate
+            await asyncio.sleep(0.005)
+        draining = asyncio.ensure_future(drain(state, delay_s=0.3, timeout_s=5))
+        await asyncio.sleep(0.05)
+        # 1. readiness is off at once, on both transports
+        assert (await client.get("/readyz")).status_code == 503
+        assert await _grpc_health(target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert (await client.get("/healthz")).status_code == 200  # alive: do not restart it
+        # 2. new work is refused explicitly, with a hint to come back (elsewhere)
+        r = await client.post("/v1/score", json=GOOD)
+        assert r.status_code == 503 and r.json()["error"]["type"] == "unavailable", r.text
+        assert r.headers["retry-after"] == "1" and r.headers["connection"] == "close"
+        async with grpc.aio.insecure_channel(target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await pb_grpc.RewardServiceStub(channel).Score(
+                    pb.ScoreRequest(items=[pb.ScoreItem(prompt="p", response="r")]), timeout=5
+                )
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert dict(info.value.trailing_metadata())["retry-after"] == "1"
+        # 3. admitted work finishes, and only then is the drain done
+        await asyncio.sleep(0.4)
+        assert not draining.done()
+        gate.set()
+        assert (await admitted).status_code == 200
+        assert await asyncio.wait_for(draining, timeout=2) is True
+
+
+async def test_drain_gives_up_after_its_budget():
+    gate = threading.Event()
+    model = FakeRewardModel(forward_gate=gate)
+    app = make_app(model, drain_timeout_s=0.3)
+    async with asgi_client(app) as client:
+        admitted = asyncio.ensure_future(client.post("/v1/score", json=GOOD))
+        while not model.batches:
+            await asyncio.sleep(0.005)
+        start = time.monotonic()
+        assert await drain(app.state.rmserve, delay_s=0.0, timeout_s=0.3) is False
+        assert 0.25 < time.monotonic() - start < 1.5
+        gate.set()
+        assert (await admitted).status_code == 200
+
+
+# ── a real process ─────────────────────────────────────────────────────────────────────────────
+
+DELAY_S, DRAIN_S = 1.0, 10.0
+SERVER_ARGS = ["--max-batch-size", "4", "--max-queue-items", "64", "--max-items-per-request", "8", "--max-wait-ms", "2",
+               "--shutdown-delay-s", str(DELAY_S), "--drain-timeout-s", str(DRAIN_S), "--preprocess-workers", "1"]
+
+
+def _pair(i: int) -> tuple[str, str]:
+    return f"Question {i}: which shape?", f"A circle, number {i}."
+
+
+async def test_sigterm_during_load(default_model_dir):
+    with rmserve_process(default_model_dir, *SERVER_ARGS, forward_sleep_ms=100, grpc=True) as server:
+        loop = asyncio.get_running_loop()
+        events: dict[str, float] = {}
+        answered: dict[int, tuple[float, float, float]] = {}  # i -> (sent, done, reward)
+        refused: list[tuple[int, float, dict]] = []  # 503s: (i, time, headers)
+        refused_connections: list[float] = []
+        lost: list[str] = []
+        grpc_results: list[str] = []
+        stop_load = asyncio.Event()
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=30) as client:
+
+            async def rest_worker(k: int) -> None:
+                i = k * 100_000
+                while not stop_load.is_set():
+                    prompt, response = _pair(i)
+                    sent = loop.time()
+                    try:
+                        r = await client.post("/v1/score", json={"items": [{"prompt": prompt, "response": response}]})
+                    except httpx.ConnectError:
+                        refused_connections.append(loop.time())
+                        return  # the listeners are closed: an explicit refusal; stop like a balancer would
+                    except httpx.HTTPError as exc:
+                        lost.append(f"{i}: {type(exc).__name__}: {exc}")
+                        return
+                    if r.status_code == 200:
+                        answered[i] = (sent, loop.time(), r.json()["items"][0]["reward"])
+                    elif r.status_code == 503:
+                        refused.append((i, loop.time(), dict(r.headers)))
+                        return  # told to go elsewhere
+                    else:
+                        lost.append(f"{i}: HTTP {r.status_code} {r.text[:200]}")
+                        return
+                    i += 1
+
+            async def grpc_worker() -> None:
+                async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+                    stub = pb_grpc.RewardServiceStub(channel)
+                    while not stop_load.is_set():
+                        try:
+                            await stub.Score(pb.ScoreRequest(items=[pb.ScoreItem(prompt="p", response="r")]),
+                                             timeout=30)
+                            grpc_results.append("OK")
+                        except grpc.aio.AioRpcError as exc:
+                            grpc_results.append(exc.code().name)
+                            return
+
+            async def watch_readiness() -> None:
+                async with grpc.aio.insecure_channel(server.grpc_target) as channel:
+                    health = health_pb2_grpc.HealthStub(channel)
+                    while server.proc.poll() is None:
+                        try:
+                            if (await client.get("/readyz", timeout=2)).status_code == 503:
+                                events.setdefault("readyz_503", loop.time())
+                        except httpx.HTTPError:
+                            events.setdefault("readyz_refused", loop.time())
+                        try:
+                            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                            if reply.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                                events.setdefault("grpc_not_serving", loop.time())
+                        except grpc.aio.AioRpcError:
+                            pass
+                        await asyncio.sleep(0.02)
+
+            workers = [asyncio.create_task(rest_worker(k)) for k in range(12)] + [asyncio.create_task(grpc_worker())]
+            watcher = asyncio.create_task(watch_readiness())
+            await asyncio.sleep(2.0)
+            in_flight_at_signal = 12  # every REST worker has a request out (closed loop)
+            events["sigterm"] = loop.time()
+            server.proc.send_signal(signal.SIGTERM)
+            while server.proc.poll() is None and loop.time() - events["sigterm"] < DELAY_S + DRAIN_S + 10:
+                await asyncio.sleep(0.05)
+            events["exited"] = loop.time()
+            stop_load.set()
+            await asyncio.wait(workers, timeout=30)
+            watcher.cancel()
+    code, log = server.proc.returncode, server.log()
+    sig = events["sigterm"]
+    finished_after = [i for i, (sent, done, _) in answered.items() if sent < sig < done]
+    report = {"answered": len(answered), "refused_503": len(refused), "refused_connections": len(refused_connections),
+              "lost": len(lost), "finished_after_sigterm": len(finished_after), "grpc": grpc_results[-3:],
+              **{k: round(v - sig, 3) for k, v in events.items()}}
+    print("sigterm report:", report)
+    assert code == 0, log[-3000:]
+    assert events["exited"] - sig <= DELAY_S + DRAIN_S + 3, report
+    assert not lost, lost[:10]
+    # readiness flipped before anything stopped listening, on both transports
+    assert 0 <= events["readyz_503"] - sig < min(2.0, DELAY_S + 1), report
+    assert 0 <= events["grpc_not_serving"] - sig < min(2.0, DELAY_S + 1), report
+    assert events["readyz_503"] < events.get("readyz_refused", float("inf")), report
+    assert all(t >= events["readyz_503"] for t in refused_connections), report
+    # requests admitted before the signal were finished, not dropped; refusals were explicit
+    assert len(finished_after) >= in_flight_at_signal // 2, report
+    assert refused and all(h.get("retry-after") and h.get("connection") == "close" for _, _, h in refused), report
+    assert grpc_results and grpc_results[-1] in ("UNAVAILABLE", "OK") and set(grpc_results) <= {"OK", "UNAVAILABLE"}
+    # ... and correct: a sample against direct scoring
+    sample = sorted(answered)[::max(1, len(answered) // 20)][:20]
+    expected = direct_rewards(default_model_dir, [_pair(i) for i in sample])
+    assert all(abs(answered[i][2] - e) <= 1e-4 for i, e in zip(sample, expected, strict=True))
+    assert "Traceback" not in log, log[-3000:]
