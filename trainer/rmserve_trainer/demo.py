@@ -1,23 +1,26 @@
 """``rmserve-train demo``: train the shipped demo model (``models/demo/``) from scratch on one CPU core.
 
-    rmserve-train demo --output models/demo            # 1200 steps; what `make demo` runs
+    rmserve-train demo --output models/demo            # 2600 steps (~9 min on one idle core)
     rmserve-train demo --output /tmp/d --max-steps 20  # a quick look (same recipe, fewer steps)
 
 The recipe (DESIGN.md section 8, "Demo model from scratch"): a Qwen2.5-VL-architecture model with
 text hidden 128 x 2 layers and vision hidden 64 x depth 2 (patch 14, 112 px images), a byte-level
-BPE tokenizer trained on the task's own texts, reward + safety heads, trained with the critique
-objective on fresh synthetic pairs (``data.synthetic``: coloured shapes, hallucinated colour /
-shape / count, negations, unsafe requests):
+BPE tokenizer trained on the task's own texts, reward + safety heads, trained on fresh synthetic
+pairs of the "demo" difficulty (``data.synthetic``: one large coloured shape, or 1-3 of one kind
+for counts; hallucinated colour / shape / count, negations, unsafe requests) on exactly the
+sequences ``POST /v1/score`` scores (user turn: image + prompt, assistant turn: the response,
+reward head at the last token; ``RewardModel.encode``):
 
-    critique CE (both reference critiques) + LM on the chosen response inside the evaluator turn
-    + BT on the reward after the critique (+ centering 0.01) + BT on the reward at the end of the
-    evaluator turn (a perception signal: BT after a critique only learns to read its verdict)
+    BT on the reward (+ centering 0.01)
+    + LM on the chosen response in that same sequence (coefficient 1.0: what makes the vision
+      tower learn shape; BT alone only learns colour)
     + safety BCE
 
-Deterministic: one thread, fixed seeds, stop by step count (never by time): two runs give
-bit-identical weights on the same machine. At the end the saved checkpoint is loaded back and
-scored as the server would (greedy critique, then reward) on held-out pairs; the numbers go to
-``demo_report.json`` next to the weights.
+The checkpoint is a plain reward model (no ``"critique"`` section): ``/v1/critique`` answers that
+it is not a critique model. Deterministic: one thread, fixed seeds, stop by step count (never by
+time): two runs give bit-identical weights on the same machine. At the end the saved checkpoint is
+loaded back and scored as the server scores (``model.score`` on the plain items) on fresh held-out
+pairs; the numbers go to ``demo_report.json`` next to the weights.
 """
 
 from __future__ import annotations
@@ -32,22 +35,20 @@ import torch
 from torch.utils.data import IterableDataset
 
 from rmserve.models import load_reward_model
-from rmserve.models.critique import CritiqueConfig, critique_and_score
 
 from .data import response_items
 from .data.synthetic import demo_corpus, generate_demo_pairs
 from .hazards import CATEGORIES
 from .metrics import auroc
 from .modeling import HeadOptions, build_reward_model, set_trainable
-from .trainers import CritiqueTrainer, TrainConfig
+from .trainers import BTTrainer, TrainConfig
 
-# Short on purpose: every token of the template is in every training sequence.
-DEMO_TEMPLATE = "[Question]\n{question}\n[LMM Response]\n{response}\n[Evaluation]:"
+DIFFICULTY = "demo"  # data.synthetic's one-large-object scenes
 
 
 @dataclass
 class DemoRecipe:
-    steps: int = 1200  # optimizer steps of 32 pairs (~38k fresh pairs)
+    steps: int = 2600  # optimizer steps of 32 pairs (83k fresh pairs); ~0.21 s each on one idle core
     batch_size: int = 32
     lr: float = 1e-3
     warmup_ratio: float = 0.02
@@ -59,11 +60,13 @@ class DemoRecipe:
     vision_depth: int = 2
     head_width: int = 64
     chunk: int = 1024  # pairs generated at a time (fresh data, bounded memory)
-    eval_pairs: int = 400  # held-out pairs scored with generated critiques at the end
-    max_new_tokens: int = 48  # reference critiques are ~25 tokens
+    lm_weight: float = 1.0  # LM on the chosen response (DESIGN.md section 8: BT alone does not learn shape)
+    safety_weight: float = 1.0
+    centering: float = 0.01
+    eval_pairs: int = 1000  # fresh held-out pairs scored as served at the end
     save_dtype: str = "bfloat16"
-    monitor_every: int = 0  # >0: every so many steps, accuracy with generated critiques on monitor_pairs pairs
-    monitor_pairs: int = 100
+    monitor_every: int = 0  # >0: every so many steps, pairwise accuracy on monitor_pairs pairs (as served)
+    monitor_pairs: int = 200
     num_workers: int = 1  # one process encodes the next batches while the training thread runs
 
 
@@ -76,19 +79,19 @@ class FreshPairs(IterableDataset):
     def __iter__(self):
         k = 0
         while True:
-            yield from generate_demo_pairs(self.chunk, self.seed * 10**6 + k, self.image_size, split="train")
+            yield from generate_demo_pairs(self.chunk, self.seed * 10**6 + k, self.image_size, split="train",
+                                           difficulty=DIFFICULTY)
             k += 1
 
 
 def build_demo_model(recipe: DemoRecipe):
-    template_words = DEMO_TEMPLATE.replace("{question}", "").replace("{response}", "")
     model = build_reward_model(
         tiny="qwen2_5_vl", seed=recipe.seed, name="rmserve-demo-qwen2.5vl",
         heads=HeadOptions(kind="mlp", width=recipe.head_width, activation="silu", aux_kind="mlp",
                           safety_labels=tuple(CATEGORIES)),
         tiny_kwargs=dict(hidden=recipe.hidden, layers=recipe.layers, vision_hidden=recipe.vision_hidden,
                          vision_depth=recipe.vision_depth, max_pixels=recipe.image_size ** 2,
-                         tokenizer_corpus=demo_corpus() + [template_words, "user\nassistant\n"] * 20),
+                         tokenizer_corpus=demo_corpus(DIFFICULTY) + ["user\nassistant\n"] * 20),
     )
     n_params = sum(p.numel() for p in model.parameters())
     model.name = f"rmserve-demo-qwen2.5vl-{round(n_params / 1000)}k"
@@ -96,18 +99,24 @@ def build_demo_model(recipe: DemoRecipe):
     return model
 
 
-def evaluate_records(model, records: list) -> dict:
-    """Score pairs as the server would (generated critique, then reward).
+def heldout_pairs(n: int, seed: int, image_size: int = 112) -> list:
+    """Fresh pairs of the demo task from the held-out seed stream (never drawn in training)."""
+    return generate_demo_pairs(n, seed, image_size, split="heldout", difficulty=DIFFICULTY)
+
+
+@torch.inference_mode()
+def evaluate_records(model, records: list, batch_size: int = 32) -> dict:
+    """Score pairs as ``POST /v1/score`` does: ``model.score`` on the plain (image + prompt, response) items.
 
     Returns pairwise accuracy (strict), per-category accuracy, and safety AUROC over the responses
     of the unsafe-request pairs (refusal = safe, compliance = unsafe), P(unsafe) = max category prob.
     """
     items = [item for r in records for item in response_items(r)]
-    scored = critique_and_score(model, items, batch_size=32)
+    scored = model.score(items, batch_size=batch_size)
     by_category: dict[str, list[bool]] = {}
     probs, labels = [], []
     for i, r in enumerate(records):
-        c, j = scored[2 * i].score, scored[2 * i + 1].score
+        c, j = scored[2 * i], scored[2 * i + 1]
         by_category.setdefault(r.category, []).append(c.reward > j.reward)
         if r.category == "safety":
             for out, codes in ((c, r.chosen_safety), (j, r.rejected_safety)):
@@ -117,14 +126,14 @@ def evaluate_records(model, records: list) -> dict:
     return {
         "pairs": len(records), "accuracy": sum(wins) / len(wins),
         "category_accuracy": {k: sum(v) / len(v) for k, v in sorted(by_category.items())},
-        "safety_auroc": auroc(probs, labels), "safety_responses": len(probs),
-        "example_critiques": [s.critique for s in scored[:4]],
+        "category_pairs": {k: len(v) for k, v in sorted(by_category.items())},
+        "safety_auroc": auroc(probs, labels) if probs else None, "safety_responses": len(probs),
     }
 
 
 def evaluate_checkpoint(path: str, *, n_pairs: int, seed: int, image_size: int = 112) -> dict:
     """``evaluate_records`` on ``n_pairs`` fresh held-out pairs, from the saved files."""
-    return evaluate_records(load_reward_model(path), generate_demo_pairs(n_pairs, seed, image_size, split="heldout"))
+    return evaluate_records(load_reward_model(path), heldout_pairs(n_pairs, seed, image_size))
 
 
 def train_demo(output: str, recipe: DemoRecipe, *, progress: bool = True) -> dict:
@@ -141,22 +150,22 @@ def _train_demo(output: str, recipe: DemoRecipe, progress: bool) -> dict:
     model = build_demo_model(recipe)
     config = TrainConfig(
         output_dir=output, lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, batch_size=recipe.batch_size,
-        max_steps=recipe.steps, seed=recipe.seed, centering=0.01, lm_weight=1.0, lm_targets="both",
-        safety_weight=1.0, log_every=50, save_dtype=recipe.save_dtype, progress=progress,
-        eval_every=recipe.monitor_every, num_workers=recipe.num_workers, lm_chosen_in_prompt=True,
-        prompt_bt_weight=1.0,
+        max_steps=recipe.steps, seed=recipe.seed, centering=recipe.centering, lm_weight=recipe.lm_weight,
+        lm_targets="chosen", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
+        progress=progress, eval_every=recipe.monitor_every, num_workers=recipe.num_workers,
     )
-    critique = CritiqueConfig(template=DEMO_TEMPLATE, max_new_tokens=recipe.max_new_tokens)
-    monitor = (generate_demo_pairs(recipe.monitor_pairs, recipe.seed, recipe.image_size, split="monitor")
-               if recipe.monitor_every else None)
-    trainer = CritiqueTrainer(model, config, FreshPairs(recipe.seed, recipe.chunk, recipe.image_size), monitor,
-                              critique=critique, eval_generate=recipe.monitor_pairs)
+    # The monitor stream is its own split: never the training or the held-out pairs.
+    monitor = (generate_demo_pairs(recipe.monitor_pairs, recipe.seed, recipe.image_size, split="monitor",
+                                   difficulty=DIFFICULTY) if recipe.monitor_every else None)
+    trainer = BTTrainer(model, config, FreshPairs(recipe.seed, recipe.chunk, recipe.image_size), monitor)
     t0 = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - t0
     trainer.save_checkpoint(output)
     report = {"name": model.name, "params": sum(p.numel() for p in model.parameters()),
               "steps": recipe.steps, "train_seconds": round(train_seconds, 1), "threads": 1,
+              "objective": "BT on the plain (image + prompt, response) sequence + LM on the chosen response "
+                           "+ safety BCE; no critique section", "data": f"data.synthetic difficulty={DIFFICULTY!r}",
               "recipe": recipe.__dict__}
     if recipe.eval_pairs:
         report["heldout"] = evaluate_checkpoint(output, n_pairs=recipe.eval_pairs, seed=recipe.seed,
@@ -172,13 +181,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-steps", type=int, default=defaults.steps, help="optimizer steps of 32 pairs")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-pairs", type=int, default=defaults.eval_pairs,
-                        help="held-out pairs scored with generated critiques at the end (0: skip)")
+                        help="fresh held-out pairs scored as served at the end (0: skip)")
+    parser.add_argument("--monitor-every", type=int, default=defaults.monitor_every,
+                        help="every so many steps, accuracy on monitor pairs (0: never)")
     parser.add_argument("--save-dtype", default=defaults.save_dtype, choices=("bfloat16", "float32"))
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = DemoRecipe(steps=args.max_steps, seed=args.seed, eval_pairs=args.eval_pairs, save_dtype=args.save_dtype)
+    recipe = DemoRecipe(steps=args.max_steps, seed=args.seed, eval_pairs=args.eval_pairs, save_dtype=args.save_dtype,
+                        monitor_every=args.monitor_every)
     report = train_demo(args.output, recipe, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
     return 0

@@ -244,8 +244,8 @@ def _count(rng: random.Random):
             f"but the image shows {NUMBERS[n]}. {SCORE_LOW}")
 
 
-def _negation(rng: random.Random):
-    objs = _random_objs(rng, rng.randint(1, 3))
+def _negation(rng: random.Random, objs: list[Obj] | None = None):
+    objs = objs or _random_objs(rng, rng.randint(1, 3))
     present = rng.random() < 0.5
     if present:
         colour, shape = rng.choice(objs)
@@ -265,8 +265,8 @@ def _negation(rng: random.Random):
             f"The response says there is a {thing}, but the image has no {thing}. {SCORE_LOW}")
 
 
-def _safety(rng: random.Random):
-    objs = _random_objs(rng, rng.randint(1, 3))
+def _safety(rng: random.Random, objs: list[Obj] | None = None):
+    objs = objs or _random_objs(rng, rng.randint(1, 3))
     colour, shape = rng.choice(objs)
     hazard = rng.choice(sorted(HAZARDS))
     name, prompts = HAZARDS[hazard]
@@ -275,6 +275,139 @@ def _safety(rng: random.Random):
             rng.choice(COMPLIANCES).format(colour=colour, shape=shape),
             f"The response refuses a harmful request ({hazard} {name}). {SCORE_HIGH}",
             f"The response helps with a harmful request ({hazard} {name}). It is unsafe. {SCORE_LOW}", hazard)
+
+
+# ---- the "demo" difficulty: one large object (or 1-3 of one kind for counts) ---------------------
+# What the from-scratch CPU demo model can learn in minutes (DESIGN.md section 8): no binding of
+# several small objects, every question about the one pictured kind.
+DEMO_SIZE = (40, 70)  # object extent in pixels at 112 px (scaled with the image size)
+DEMO_COUNT_SIZE = (30, 44)  # extent of each object in a count scene (1-3 of them, no overlap)
+# A bare noun phrase as well ("A red circle."), the way people (and the README's curl) answer.
+DEMO_DESCRIBE_ANSWERS = DESCRIBE_ANSWERS + ("{Items}.",)
+# Colour questions mostly leave the shape out and every answer names it: the LM loss on the chosen
+# answer then teaches shape as well (BT alone learns colour, not shape; DESIGN.md section 8).
+DEMO_COLOUR_PROMPTS = ("What colour is the shape?", "What colour is the object?", "What is the colour of the object?",
+                       "What colour is the {shape}?")
+DEMO_COLOUR_ANSWERS = ("The {shape} is {colour}.", "It is a {colour} {shape}.",
+                       "The colour of the {shape} is {colour}.")
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, colour: str, shape: str, box: list[int]) -> None:
+    fill = COLOURS[colour]
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    else:
+        draw.polygon([(round((box[0] + box[2]) / 2), box[1]), (box[0], box[3]), (box[2], box[3])], fill=fill)
+
+
+def draw_demo_scene(objs: list[Obj], rng: random.Random, size: int = 112, *, count: bool = False) -> Image.Image:
+    """One large object at a random position (40-70 px at 112 px); ``count``: 1-3 smaller ones, never overlapping."""
+    image = Image.new("RGB", (size, size), BACKGROUNDS[rng.randrange(len(BACKGROUNDS))])
+    draw = ImageDraw.Draw(image)
+    lo, hi = DEMO_COUNT_SIZE if count else DEMO_SIZE
+    boxes: list[list[int]] = []
+    for colour, shape in objs:
+        for _ in range(1000):
+            extent = round(rng.uniform(lo, hi) * size / 112)
+            x, y = rng.randint(1, size - extent - 1), rng.randint(1, size - extent - 1)
+            box = [x, y, x + extent, y + extent]
+            gap = max(2, size // 40)
+            if all(box[0] > b[2] + gap or b[0] > box[2] + gap or box[1] > b[3] + gap or b[1] > box[3] + gap
+                   for b in boxes):
+                break
+        boxes.append(box)
+        _draw_shape(draw, colour, shape, box)
+    return image
+
+
+def _one_obj(rng: random.Random) -> Obj:
+    return rng.choice(list(COLOURS)), rng.choice(SHAPES)
+
+
+def _demo_describe(rng: random.Random, colour: str, shape: str, n: int, corrupt: str):
+    if corrupt == "colour":
+        bad = (rng.choice([c for c in COLOURS if c != colour]), shape, n)
+        be, it_is = ("is", "it is") if n == 1 else ("are", "they are")
+        reason = f"The response says the {_noun(shape, n)} {be} {bad[0]}, but {it_is} {colour}."
+    elif corrupt == "shape":
+        bad = (colour, rng.choice([s for s in SHAPES if s != shape]), n)
+        reason = f"The response says the {colour} object is a {bad[1]}, but it is a {shape}."
+    else:
+        bad = (colour, shape, rng.choice([x for x in (1, 2, 3) if x != n]))
+        reason = (f"The response says there {'is' if bad[2] == 1 else 'are'} {NUMBERS[bad[2]]}, "
+                  f"but the image shows {NUMBERS[n]}.")
+    template = rng.choice(DEMO_DESCRIBE_ANSWERS)
+
+    def say(g: tuple[str, str, int]) -> str:
+        items = _phrase([g])
+        return template.format(items=items, Items=items[0].upper() + items[1:], be="is" if g[2] == 1 else "are")
+
+    good = f"The response describes the image correctly: {_phrase([(colour, shape, n)])}."
+    return (rng.choice(DESCRIBE_PROMPTS), say((colour, shape, n)), say(bad), f"{good} {SCORE_HIGH}",
+            f"{reason} {SCORE_LOW}")
+
+
+def _demo_colour(rng: random.Random):
+    colour, shape = _one_obj(rng)
+    if rng.random() < 0.3:
+        return ([(colour, shape)], *_demo_describe(rng, colour, shape, 1, "colour"))
+    wrong = rng.choice([c for c in COLOURS if c != colour])
+    prompt = rng.choice(DEMO_COLOUR_PROMPTS).format(shape=shape)
+    template = rng.choice(DEMO_COLOUR_ANSWERS)
+    return ([(colour, shape)], prompt, template.format(shape=shape, colour=colour),
+            template.format(shape=shape, colour=wrong),
+            f"The response says the {shape} is {colour}, which matches the image. {SCORE_HIGH}",
+            f"The response says the {shape} is {wrong}, but the {shape} in the image is {colour}. {SCORE_LOW}")
+
+
+def _demo_shape(rng: random.Random):
+    colour, shape = _one_obj(rng)
+    if rng.random() < 0.3:
+        return ([(colour, shape)], *_demo_describe(rng, colour, shape, 1, "shape"))
+    wrong = rng.choice([s for s in SHAPES if s != shape])
+    template = rng.choice(SHAPE_ANSWERS)
+    return ([(colour, shape)], rng.choice(SHAPE_PROMPTS).format(colour=colour),
+            template.format(colour=colour, shape=shape), template.format(colour=colour, shape=wrong),
+            f"The response says the {colour} object is a {shape}, which matches the image. {SCORE_HIGH}",
+            f"The response says the {colour} object is a {wrong}, but it is a {shape}. {SCORE_LOW}")
+
+
+def _demo_count(rng: random.Random):
+    colour, shape = _one_obj(rng)
+    n = rng.randint(1, 3)
+    objs = [(colour, shape)] * n
+    mode = rng.random()
+    if mode < 0.2:
+        return (objs, *_demo_describe(rng, colour, shape, n, "count"))
+    # The answer names the shape even when the question does not ("How many shapes?" "Two circles."):
+    # every token the chosen answer names and the prompt does not is an LM signal for the vision tower.
+    prompt = rng.choice(TOTAL_PROMPTS) if mode < 0.4 else rng.choice(COUNT_PROMPTS).format(shapes=shape + "s")
+    noun = shape
+    wrong = rng.choice([x for x in (1, 2, 3) if x != n])
+    template = rng.choice(COUNT_ANSWERS)
+
+    def say(x: int) -> str:
+        return template.format(be="is" if x == 1 else "are", number=NUMBERS[x], noun=_noun(noun, x))
+
+    return (objs, prompt, say(n), say(wrong),
+            f"The response counts {NUMBERS[n]} {_noun(noun, n)}, which matches the image. {SCORE_HIGH}",
+            f"The response says there {'is' if wrong == 1 else 'are'} {NUMBERS[wrong]} {_noun(noun, wrong)}, "
+            f"but the image shows {NUMBERS[n]}. {SCORE_LOW}")
+
+
+def _demo_negation(rng: random.Random):
+    return _negation(rng, objs=[_one_obj(rng)])
+
+
+def _demo_safety(rng: random.Random):
+    return _safety(rng, objs=[_one_obj(rng)])
+
+
+_DEMO_BUILDERS = {"colour": _demo_colour, "shape": _demo_shape, "count": _demo_count, "negation": _demo_negation,
+                  "safety": _demo_safety}
+DIFFICULTIES = ("hard", "demo")
 
 
 _BUILDERS = {"colour": _colour, "shape": _shape, "count": _count, "negation": _negation, "safety": _safety}
@@ -286,33 +419,41 @@ def _stream_seed(seed: int, split: str) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def generate_demo_pairs(n: int, seed: int, image_size: int = 112, split: str = "train") -> list[PairRecord]:
-    """``n`` preference pairs, deterministic for ``(seed, split, image_size)``.
+def generate_demo_pairs(n: int, seed: int, image_size: int = 112, split: str = "train",
+                        difficulty: str = "hard") -> list[PairRecord]:
+    """``n`` preference pairs, deterministic for ``(seed, split, image_size, difficulty)``.
 
     The first ``k`` records do not depend on ``n`` (a longer run extends a shorter one).
 
     Categories: ~10% "safety", the rest spread evenly over "colour", "shape", "count", "negation".
+    ``difficulty``: "hard" (1-3 small objects in a 3x3 grid: questions need binding colour to shape)
+    or "demo" (what ``rmserve-train demo`` trains on: one large object at a random position for
+    colour / shape / negation / safety, 1-3 non-overlapping objects of one kind for counts).
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"difficulty must be one of {DIFFICULTIES}, got {difficulty!r}")
+    builders = _DEMO_BUILDERS if difficulty == "demo" else _BUILDERS
     rng = random.Random(_stream_seed(seed, split))
     records = []
     for i in range(n):
         category = "safety" if rng.random() < SAFETY_FRACTION else rng.choice(CATEGORIES[:4])
-        built = _BUILDERS[category](rng)
+        built = builders[category](rng)
         objs, hazard = built[0], (built[6] if category == "safety" else None)
         prompt, chosen, rejected, chosen_reason, rejected_reason = (_articles(t) for t in built[1:6])
         records.append(PairRecord(
             id=f"demo-{split}-{seed}-{i:06d}", prompt=prompt, chosen=chosen, rejected=rejected,
-            images=[draw_scene(objs, rng, image_size)], chosen_reason=chosen_reason,
+            images=[draw_demo_scene(objs, rng, image_size, count=category == "count") if difficulty == "demo"
+                    else draw_scene(objs, rng, image_size)], chosen_reason=chosen_reason,
             rejected_reason=rejected_reason, category=category, chosen_safety=[],
             rejected_safety=[hazard] if hazard else [], source=f"synthetic:{split}:{seed}:{i}",
         ))
     return records
 
 
-def demo_corpus() -> list[str]:
+def demo_corpus(difficulty: str = "hard") -> list[str]:
     """Representative texts of the task (prompts, answers, critiques) for training a tiny tokenizer."""
     texts = [" ".join(COLOURS), " ".join(SHAPES + tuple(s + "s" for s in SHAPES)), " ".join(NUMBERS.values())]
-    for r in generate_demo_pairs(400, seed=0, image_size=28, split="corpus"):
+    for r in generate_demo_pairs(400, seed=0, image_size=28, split="corpus", difficulty=difficulty):
         texts += [r.prompt, r.chosen, r.rejected, r.chosen_reason, r.rejected_reason]
     return texts
 
@@ -393,15 +534,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split", default="train", help="seed stream name; e.g. train, heldout (never overlap)")
     parser.add_argument("--image-size", type=int, default=112)
+    parser.add_argument("--difficulty", default="hard", choices=DIFFICULTIES,
+                        help="hard: 1-3 small objects; demo: one large object (what rmserve-train demo uses)")
     parser.add_argument("--out", required=True, help="output directory (pairs.jsonl + images/)")
 
 
 def run(args: argparse.Namespace) -> int:
-    records = generate_demo_pairs(args.n, args.seed, image_size=args.image_size, split=args.split)
+    records = generate_demo_pairs(args.n, args.seed, image_size=args.image_size, split=args.split,
+                                  difficulty=args.difficulty)
     path = write_pairs_jsonl(records, args.out)
     print(f"wrote {len(records)} pairs to {path}")
     return 0
 
 
-__all__ = ["generate_demo_pairs", "demo_corpus", "draw_scene", "write_pairs_jsonl", "generate_placeholder_images",
+__all__ = ["generate_demo_pairs", "demo_corpus", "draw_scene", "draw_demo_scene", "DIFFICULTIES",
+           "write_pairs_jsonl", "generate_placeholder_images",
            "placeholder_image", "CATEGORIES", "COLOURS", "SHAPES", "HAZARDS", "add_arguments", "run"]
