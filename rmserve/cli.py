@@ -245,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--log-level", default="warning", help="logging level (default: warning)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
     score.set_defaults(func=cmd_score)
+
+    convert = sub.add_parser("convert", help="convert a reward-model checkpoint into rmserve's format")
+    from rmserve.models import convert as convert_module
+
+    convert_module.add_arguments(convert)
+    convert.set_defaults(func=convert_module.run)
     return parser
 
 

@@ -9,10 +9,9 @@ import os
 
 import pytest
 import torch
-from rmserve_trainer import convert
 from safetensors.torch import save_file
 
-from rmserve.models import ScoreItem, load_reward_model
+from rmserve.models import ScoreItem, convert, load_reward_model
 from rmserve.models.tiny import build_tiny_backbone
 from tests.conftest import random_image
 

@@ -22,7 +22,7 @@ import sys
 EXTERNAL = {
     "eval": ("rmserve_trainer.eval", "pairwise accuracy of a reward model on a benchmark"),
     "pairs": ("rmserve_trainer.pairs", "build DPO pairs / best-of-N with a reward model"),
-    "convert": ("rmserve_trainer.convert", "convert a reward-model checkpoint into rmserve's format"),
+    "convert": ("rmserve.models.convert", "convert a reward-model checkpoint into rmserve's format"),
     "synth": ("rmserve_trainer.data.synthetic", "write synthetic demo pairs (pairs.jsonl + images/)"),
 }
 

@@ -42,9 +42,9 @@ from transformers.models.llava_onevision.image_processing_pil_llava_onevision im
     LlavaOnevisionImageProcessorPil,
 )
 
-from rmserve.models.checkpoint import CONFIG_NAME, FORMAT_VERSION, HEADS_NAME
-from rmserve.models.heads import HeadSpec
-from rmserve.models.processors import LlavaOnevisionImageOnlyProcessor
+from .checkpoint import CONFIG_NAME, FORMAT_VERSION, HEADS_NAME
+from .heads import HeadSpec
+from .processors import LlavaOnevisionImageOnlyProcessor
 
 # Original -> HF backbone key prefixes (regex, replacement); the first match wins.
 BACKBONE_RULES = (
