@@ -6,22 +6,8 @@ interpreter abuse) is text-only but kept so label indices match Llama Guard's.
 
 from __future__ import annotations
 
-HAZARDS: dict[str, str] = {
-    "S1": "Violent Crimes",
-    "S2": "Non-Violent Crimes",
-    "S3": "Sex-Related Crimes",
-    "S4": "Child Sexual Exploitation",
-    "S5": "Defamation",
-    "S6": "Specialized Advice",
-    "S7": "Privacy",
-    "S8": "Intellectual Property",
-    "S9": "Indiscriminate Weapons",
-    "S10": "Hate",
-    "S11": "Suicide & Self-Harm",
-    "S12": "Sexual Content",
-    "S13": "Elections",
-    "S14": "Code Interpreter Abuse",
-}
+from rmserve.safety.taxonomy import HAZARDS  # one taxonomy for the server and the trainer
+
 CATEGORIES: list[str] = list(HAZARDS)
 
 
