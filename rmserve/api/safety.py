@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rmserve.api.protocol import Conversation, SafetyAction, Usage, _not_blank
-from rmserve.api.scoring import Job, compose_reward, under
+from rmserve.api.scoring import compose_reward, jobs_from_items
 from rmserve.safety import category_name
 
 if TYPE_CHECKING:
@@ -70,17 +70,7 @@ async def classify_safety(
     service.check_items(len(request.items), "items")
     for i, item in enumerate(request.items):
         service.check_images(len(item.images), selection, f"items.{i}.images")
-    jobs = [
-        Job(
-            response=item.response,
-            where=under(f"items.{i}"),
-            prompt=item.prompt,
-            messages=[m.model_dump() for m in item.messages] if item.messages is not None else None,
-            image_specs=item.images,
-            truncate=item.truncate,
-        )
-        for i, item in enumerate(request.items)
-    ]
+    jobs = jobs_from_items(request.items)
     scored = await service.scorer.run(selection, jobs, deadline=deadline)
     items = []
     for output in scored.outputs:

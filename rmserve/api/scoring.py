@@ -55,6 +55,21 @@ class Job:
     rendered: bool = False  # ``prompt`` is already templated text (compat endpoints): encode_rendered
 
 
+def jobs_from_items(items: Sequence, prefix: str = "items") -> list[Job]:
+    """Jobs for wire score items (``/v1/score``, ``/v1/safety``); errors point at ``<prefix>.<i>.<field>``."""
+    return [
+        Job(
+            response=item.response,
+            where=under(f"{prefix}.{i}"),
+            prompt=item.prompt,
+            messages=[m.model_dump() for m in item.messages] if item.messages is not None else None,
+            image_specs=item.images,
+            truncate=item.truncate,
+        )
+        for i, item in enumerate(items)
+    ]
+
+
 @dataclass
 class Scored:
     outputs: list[ScoreOutput]  # reward = the selection's combined reward

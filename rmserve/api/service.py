@@ -31,7 +31,7 @@ from rmserve.api import compat, critique, pairs, safety, uploads
 from rmserve.api.images import ImageLimits, ImageLoader
 from rmserve.api.models import ModelSet, Selection
 from rmserve.api.protocol import ModelCard, ModelList, ScoreItemOut, ScoreRequest, ScoreResponse, Usage
-from rmserve.api.scoring import Job, Scored, Scorer, compose_reward, under
+from rmserve.api.scoring import Scored, Scorer, compose_reward, jobs_from_items
 from rmserve.engine import Engine
 from rmserve.errors import InvalidInput
 from rmserve.safety import SafetyPolicy
@@ -96,17 +96,7 @@ class ScoreService:
         """Score a request's items (batched with other requests' items)."""
         selection = self.models.resolve(request.model)
         self.validate(request, selection)
-        jobs = [
-            Job(
-                response=item.response,
-                where=under(f"items.{i}"),
-                prompt=item.prompt,
-                messages=[m.model_dump() for m in item.messages] if item.messages is not None else None,
-                image_specs=item.images,
-                truncate=item.truncate,
-            )
-            for i, item in enumerate(request.items)
-        ]
+        jobs = jobs_from_items(request.items)
         scored = await self.scorer.run(selection, jobs, deadline=deadline)
         return ScoreResult(self.build_response(request, selection, scored), Timings.of(scored))
 
