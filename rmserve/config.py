@@ -63,6 +63,11 @@ class ServerConfig:
     max_batch_size: int = _opt(32, "most items in one forward pass")
     # Padded token slots (longest item x batch size) per forward; must cover the model's max_length.
     max_batch_tokens: int = _opt(16384, "padded-token budget of one forward pass")
+    # An engine batch runs as length-sorted forward calls (rmserve/models/chunking.py): on CPU calls
+    # are capped at 1024 padded tokens (bigger ones cost more per token there); on GPU one call per
+    # batch unless this is set. Scores are identical whatever the split.
+    max_forward_tokens: int | None = _opt(
+        None, "padded tokens per forward call within a batch (default: 1024 on CPU, no cap on GPU)")
     # A few ms gathers concurrent single-item requests from RL trainers into one batch.
     max_wait_ms: float = _opt(5.0, "how long a batch's first item may wait for company (idle worker)")
     # Items admitted and unfinished; beyond it requests get 429 + Retry-After instead of waiting.
@@ -153,6 +158,9 @@ class ServerConfig:
         for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}); set --{_flag(name)}")
+        if self.max_forward_tokens is not None and self.max_forward_tokens < 1:
+            raise ValueError(f"max_forward_tokens must be >= 1 (got {self.max_forward_tokens}); "
+                             f"set --{_flag('max_forward_tokens')} or leave it unset for the device default")
         if self.grpc_port is not None and not 0 <= self.grpc_port <= 65535:
             raise ValueError(f"grpc_port must be 0..65535 (got {self.grpc_port}); 0 disables gRPC")
         if self.grpc_port and self.grpc_port == self.port:

@@ -57,9 +57,9 @@ async def test_concurrent_grpo_requests_share_prefix_and_match_alone():
 
     original = rm_module.pooled_hidden_shared
 
-    def spy(m, its, groups):
+    def spy(m, its, groups, policy=None):
         shared_calls.append([len(g) for g in groups])
-        return original(m, its, groups)
+        return original(m, its, groups, policy)
 
     rm_module.pooled_hidden_shared = spy
     try:

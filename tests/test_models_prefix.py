@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rmserve.models import ScoreItem
+from rmserve.models.chunking import ChunkPolicy
 from rmserve.models.prefix import find_groups
 from rmserve.models.tiny import FAMILIES
 from tests.conftest import random_image
@@ -60,6 +61,34 @@ def test_shared_prefix_equals_alone(tiny_models, family):
     finally:
         model.share_prefix = False
     assert alone.std() > 1e-3
+    assert torch.allclose(alone, shared, atol=1e-4, rtol=0), (alone - shared).abs().max()
+
+
+CALL_PLANS = {
+    "one call": None,
+    "every row alone": ChunkPolicy(overhead_tokens=0, max_tokens=1),
+    "mixed calls": ChunkPolicy(overhead_tokens=0, max_tokens=40),
+}
+
+
+@pytest.mark.parametrize("plan", CALL_PLANS)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_forward_call_plan_does_not_change_scores(tiny_models, family, plan):
+    """However a batch is cut into forward calls (prefixes and responses, shared or not), every row is the same."""
+    model = tiny_models(family)
+    encoded = [model.encode(it) for it in grpo_batch(family)]
+    previous = model.chunk_policy
+    try:
+        model.chunk_policy = None
+        alone = torch.tensor([model.score_batch([e])[0].reward for e in encoded])
+        model.chunk_policy = CALL_PLANS[plan]
+        unshared = torch.tensor([o.reward for o in model.score_batch(encoded)])
+        model.share_prefix = True
+        shared = torch.tensor([o.reward for o in model.score_batch(encoded)])
+    finally:
+        model.share_prefix, model.chunk_policy = False, previous
+    assert alone.std() > 1e-3
+    assert torch.allclose(alone, unshared, atol=1e-4, rtol=0), (alone - unshared).abs().max()
     assert torch.allclose(alone, shared, atol=1e-4, rtol=0), (alone - shared).abs().max()
 
 

@@ -18,6 +18,7 @@ from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import InvalidInput
+from .chunking import ChunkPolicy, plan_chunks
 from .families import detect_family, make_family
 from .heads import Head, HeadSpec, build_heads
 from .pooling import pool_last
@@ -65,6 +66,8 @@ class RewardModel(nn.Module):
         self.share_prefix = False
         # Vision-encoder outputs by image content (Qwen-VL); None disables. See enable_vision_cache.
         self.vision_cache: VisionFeatureCache | None = None
+        # How a batch is cut into forward calls (length-sorted, padding vs per-call cost); None = one call.
+        self.chunk_policy: ChunkPolicy | None = ChunkPolicy.for_device(self.device.type)
         # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
         self._tokenize_lock = threading.Lock()
         self._turn_markers: TurnMarkers | None | bool = False  # False: not probed yet
@@ -251,15 +254,23 @@ class RewardModel(nn.Module):
         return self.apply_heads(self.pooled_hidden(batch.to(self.device)))
 
     def pooled_hidden_items(self, items: list[EncodedItem]) -> torch.Tensor:
-        """(B, H) pooled states for encoded items, running shared prompt prefixes once when enabled."""
+        """(B, H) pooled states for encoded items, running shared prompt prefixes once when enabled.
+
+        Rows are computed in forward calls planned by ``chunk_policy`` (length-sorted; on CPU a
+        32-item batch becomes a few ~1k-token calls); every row's result is the same either way.
+        """
         groups, rest = find_groups(items) if self.share_prefix else ([], list(range(len(items))))
-        if not groups:
+        calls = (plan_chunks([items[i].num_tokens for i in rest], self.chunk_policy) if self.chunk_policy
+                 else [list(range(len(rest)))] if rest else [])
+        if not groups and len(calls) == 1:
             return self.pooled_hidden(self.collate(items).to(self.device))
         pooled = torch.empty((len(items), self.hidden_size), device=self.device)
-        shared_rows = [i for g in groups for i in g]
-        pooled[shared_rows] = pooled_hidden_shared(self, items, groups).to(pooled.dtype)
-        if rest:
-            pooled[rest] = self.pooled_hidden(self.collate([items[i] for i in rest]).to(self.device)).to(pooled.dtype)
+        if groups:
+            shared_rows = [i for g in groups for i in g]
+            pooled[shared_rows] = pooled_hidden_shared(self, items, groups, self.chunk_policy).to(pooled.dtype)
+        for call in calls:
+            rows = [rest[k] for k in call]
+            pooled[rows] = self.pooled_hidden(self.collate([items[i] for i in rows]).to(self.device)).to(pooled.dtype)
         return pooled
 
     @torch.inference_mode()
@@ -304,6 +315,7 @@ class RewardModel(nn.Module):
     def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
         self.backbone.to(device=device, dtype=DTYPES[dtype])
         self.heads.to(device=device, dtype=torch.float32)
+        self.chunk_policy = ChunkPolicy.for_device(self.device.type)
         return self
 
 

@@ -87,9 +87,13 @@ class AppState:
 
 
 def configure_model(model: ScoringModel, config: ServerConfig) -> None:
-    """Apply the serving-time model switches (prefix sharing, vision cache) where the model has them."""
+    """Apply the serving-time model switches (prefix sharing, vision cache, forward calls) where the model has them."""
     if hasattr(model, "share_prefix"):
         model.share_prefix = config.share_prefix
+    if hasattr(model, "chunk_policy"):
+        from rmserve.models.chunking import ChunkPolicy
+
+        model.chunk_policy = ChunkPolicy.for_device(model.device.type, config.max_forward_tokens)
     if config.vision_cache_mb and hasattr(model, "enable_vision_cache"):
         model.enable_vision_cache(config.vision_cache_mb * 1024 * 1024)
 
