@@ -111,7 +111,7 @@ def test_transparent_pixels_become_white():
 
 
 def test_cache_serves_references_and_evicts_least_recent():
-    cache = ImageCache(max_bytes=3 * 8 * 8 * 3)  # room for three 8x8 images
+    cache = ImageCache(max_bytes=3 * 8 * 8 * 4)  # room for three 8x8 RGB images (4 bytes a pixel in Pillow)
     loader = ImageLoader(LIMITS, cache)
     hashes = [loader.load(data_url(png_bytes(color=(i, 0, 0))), param="x").sha256 for i in range(4)]
     assert len(cache) == 3

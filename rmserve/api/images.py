@@ -56,7 +56,8 @@ class DecodedImage:
 
     @property
     def nbytes(self) -> int:
-        return self.width * self.height * 3
+        # Pillow stores an RGB image in 32-bit pixels (RGBX), not 24-bit: count what it really holds.
+        return self.width * self.height * 4
 
 
 @dataclass(frozen=True)

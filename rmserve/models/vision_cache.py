@@ -74,6 +74,8 @@ def encode_images_cached(base_model, cache: VisionFeatureCache, pixel_values: to
                                             return_dict=True)
         fresh = dict(zip(todo, out.pooler_output, strict=True))
         for key, f in fresh.items():
-            cache.put(key, f)
+            # A view of the batch's feature tensor would keep the whole batch alive after its siblings are
+            # evicted (and the byte count would lie): each entry owns exactly its own storage.
+            cache.put(key, f.clone())
         feats = [f if f is not None else fresh[k] for f, k in zip(feats, keys, strict=True)]
     return tuple(feats)  # type: ignore[arg-type]
