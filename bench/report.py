@@ -182,14 +182,15 @@ def markdown(results: dict) -> str:
         out.append(
             f"rmserve (sharing) ran {soak['responses'][0]} responses, then {soak['responses'][1]} fresh ones on the "
             f"same process: peak RSS {_f(soak['peak_rss_mib'][0], 0)} -> {_f(soak['peak_rss_mib'][1], 0)} MiB "
-            f"(growth {_f(soak['growth_mib'], 0)} MiB, of which the bounded image + vision caches "
+            f"(growth {_f(soak['growth_mib'], 0)} MiB, of which the bounded image + vision + prompt caches "
             f"{_f(soak.get('cache_growth_mib'), 0)} MiB: {_f(caches[0], 0)} -> {_f(caches[1], 0)} MiB held); growth "
             f"outside the caches {_f(soak.get('growth_excl_caches_mib', soak['growth_mib']), 0)} MiB, tolerance "
             f"{_f(soak['tolerance_mib'], 0)} MiB: **{'flat' if soak['flat'] else 'GROWING'}**. RSS at the end of each: "
             f"{_f(soak['rss_end_mib'][0], 0)} / {_f(soak['rss_end_mib'][1], 0)} MiB; median RSS during the first run "
             f"{_f(soak['median_rss_mib'][0], 0)} MiB, during the soak's last third {_f(soak['median_rss_mib'][1], 0)} "
             "MiB (a leak raises both; a larger worst-case batch only the peak). The caches are LRUs bounded in bytes "
-            "(`--image-cache-mb`, `--vision-cache-mb`, 256 MiB each by default), so their share stops at the bound.")
+            "(`--image-cache-mb`, `--vision-cache-mb`, `--prompt-cache-mb`: 256, 256 and 64 MiB by default), "
+            "so their share stops at the bound.")
     else:
         out.append("not run")
     out += ["", "## Ceiling batch-size sweep (calibration slice)", "",

@@ -121,7 +121,7 @@ def scrape_metrics(url: str) -> dict[str, float]:
     import httpx
 
     wanted = ("rmserve_batch_size_sum", "rmserve_batch_size_count", "rmserve_batch_duration_seconds_sum",
-              "rmserve_image_cache_bytes", "rmserve_vision_cache_bytes")
+              "rmserve_image_cache_bytes", "rmserve_vision_cache_bytes", "rmserve_prompt_cache_bytes")
     try:
         text = httpx.get(url + "/metrics", timeout=10).text
     except httpx.HTTPError:
@@ -238,9 +238,10 @@ class Bench:
         row.update(peak_rss_mib=peak_rss_mib(server.pid), rss_end_mib=rss_mib(server.pid),
                    server_cpu_s=None if cpu0 is None or cpu1 is None else cpu1 - cpu0,
                    client_cpu_s=client1 - client0, rewards=result.rewards, rss_timeline=rss.samples)
-        if "rmserve_image_cache_bytes" in after or "rmserve_vision_cache_bytes" in after:
-            cache_bytes = after.get("rmserve_image_cache_bytes", 0.0) + after.get("rmserve_vision_cache_bytes", 0.0)
-            row["cache_mib"] = cache_bytes / 2**20  # decoded images + vision features held at the end
+        caches = ("rmserve_image_cache_bytes", "rmserve_vision_cache_bytes", "rmserve_prompt_cache_bytes")
+        if any(name in after for name in caches):
+            # decoded images + vision features + preprocessed prompts held at the end
+            row["cache_mib"] = sum(after.get(name, 0.0) for name in caches) / 2**20
         batches = after.get("rmserve_batch_size_count", 0) - before.get("rmserve_batch_size_count", 0)
         if batches > 0:
             row["server_batches"] = batches
@@ -283,7 +284,7 @@ class Bench:
         timeline = row.pop("rss_timeline")
         self.add_row("grpo", "rmserve-soak", "server", row, argv=server.command, pid=server.pid)
         growth = (row["peak_rss_mib"] or 0) - (first["peak_rss_mib"] or 0)
-        # The image and vision caches are LRUs bounded in bytes (256 MiB each by default); a 2x run of
+        # The image, vision and prompt caches are LRUs bounded in bytes (256/256/64 MiB by default); a 2x run of
         # fresh images fills them further by design (~0.3 MiB per 224x224 image). What must not grow
         # is everything else: the flat verdict is on peak RSS growth minus the caches' own growth,
         # read from the server's /metrics (raw growth and cache sizes are reported beside it).

@@ -89,6 +89,9 @@ class ServerConfig:
     share_prefix: bool = _opt(True, "run a shared prompt+images prefix once for responses batched together")
     # Vision-encoder outputs kept by image content (Qwen-VL models); 0 disables the cache.
     vision_cache_mb: int = _opt(256, "vision-feature cache size in MiB (Qwen-VL; 0 disables it)")
+    # Token ids + processor tensors of prompts with images, so a GRPO group's G requests run the image
+    # processor once (a 224x224 image is ~1.2 MiB of pixel values).
+    prompt_cache_mb: int = _opt(64, "preprocessed image-prompt cache size in MiB (0 disables it)")
     # Applied when the client sends no x-request-timeout-ms header; 0 means no deadline.
     request_timeout_s: float = _opt(60.0, "default per-request deadline in seconds (0 = none)")
     # SIGTERM/SIGINT (server/shutdown.py): readiness off and new work refused (503 + Retry-After) at
@@ -152,8 +155,8 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}); set --{_flag(name)}")
         nonnegative = (
-            "max_wait_ms", "image_cache_mb", "vision_cache_mb", "request_timeout_s", "drain_timeout_s",
-            "shutdown_delay_s", "image_url_max_redirects",
+            "max_wait_ms", "image_cache_mb", "vision_cache_mb", "prompt_cache_mb", "request_timeout_s",
+            "drain_timeout_s", "shutdown_delay_s", "image_url_max_redirects",
         )
         for name in nonnegative:
             if getattr(self, name) < 0:

@@ -23,6 +23,7 @@ from .families import detect_family, make_family
 from .heads import Head, HeadSpec, build_heads
 from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
+from .prompt_cache import PromptCache
 from .template import TurnMarkers, render, turn_markers
 from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
 from .vision_cache import VisionFeatureCache, encode_images_cached
@@ -66,6 +67,8 @@ class RewardModel(nn.Module):
         self.share_prefix = False
         # Vision-encoder outputs by image content (Qwen-VL); None disables. See enable_vision_cache.
         self.vision_cache: VisionFeatureCache | None = None
+        # Preprocessed prompts with images (GRPO: G requests, one prompt + image); None disables.
+        self.prompt_cache: PromptCache | None = None
         # How a batch is cut into forward calls (length-sorted, padding vs per-call cost); None = one call.
         self.chunk_policy: ChunkPolicy | None = ChunkPolicy.for_device(self.device.type)
         # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
@@ -159,8 +162,8 @@ class RewardModel(nn.Module):
         return self._encode_texts(prompt_text, response + (self.tokenizer.eos_token or ""), False, item)
 
     def _encode_texts(self, prompt_text: str, response_text: str, templated: bool, item: ScoreItem) -> EncodedItem:
+        prompt_ids, vision = self._tokenize_prompt_cached(prompt_text, templated, item)
         with self._tokenize_lock:
-            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
             response_ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
         if not response_ids:
             raise InvalidInput("response tokenizes to nothing", param="response")
@@ -169,6 +172,25 @@ class RewardModel(nn.Module):
         vision.update(self.family.item_positions(input_ids, vision))
         return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated, prefix_len=len(prompt_ids),
                            image_keys=self._image_keys(item, vision))
+
+    def _tokenize_prompt_cached(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
+        """Prompt ids and processor tensors, from ``prompt_cache`` when the same prompt + images came before."""
+        key = None
+        if self.prompt_cache is not None and item.images and len(item.image_hashes) == len(item.images):
+            key = (prompt_text, templated, tuple(item.image_hashes))
+            cached = self.prompt_cache.get(key)
+            if cached is not None:
+                return list(cached[0]), dict(cached[1])
+        with self._tokenize_lock:
+            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
+        if key is not None:
+            self.prompt_cache.put(key, list(prompt_ids), dict(vision))
+        return prompt_ids, vision
+
+    def enable_prompt_cache(self, max_bytes: int) -> None:
+        """Cache preprocessed prompts that carry images (by prompt text + image content hashes)."""
+        if self.family.multimodal and max_bytes > 0:
+            self.prompt_cache = PromptCache(max_bytes)
 
     def _image_keys(self, item: ScoreItem, vision: dict) -> tuple[str, ...]:
         """One content key per image: the wire's sha256 when known, else a hash of its pixels."""

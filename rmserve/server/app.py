@@ -87,7 +87,7 @@ class AppState:
 
 
 def configure_model(model: ScoringModel, config: ServerConfig) -> None:
-    """Apply the serving-time model switches (prefix sharing, vision cache, forward calls) where the model has them."""
+    """Apply the serving-time model switches (prefix sharing, caches, forward calls) where the model has them."""
     if hasattr(model, "share_prefix"):
         model.share_prefix = config.share_prefix
     if hasattr(model, "chunk_policy"):
@@ -96,6 +96,8 @@ def configure_model(model: ScoringModel, config: ServerConfig) -> None:
         model.chunk_policy = ChunkPolicy.for_device(model.device.type, config.max_forward_tokens)
     if config.vision_cache_mb and hasattr(model, "enable_vision_cache"):
         model.enable_vision_cache(config.vision_cache_mb * 1024 * 1024)
+    if config.prompt_cache_mb and hasattr(model, "enable_prompt_cache"):
+        model.enable_prompt_cache(config.prompt_cache_mb * 1024 * 1024)
 
 
 def load_model_from_config(config: ServerConfig) -> ScoringModel:

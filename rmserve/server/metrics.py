@@ -13,6 +13,7 @@ queue, batches, item outcomes, caches and load time.
     rmserve_item_queue_seconds{model}                         histograms
     rmserve_image_cache_{hits,misses}_total, _entries, _bytes, _hit_ratio      decoded images (shared)
     rmserve_vision_cache_{hits,misses}_total{model}, _entries, _bytes, _hit_ratio   vision features
+    rmserve_prompt_cache_{hits,misses}_total{model}, _entries, _bytes, _hit_ratio   preprocessed image prompts
 
 Each app gets its own ``CollectorRegistry`` (several apps in one test process must not collide).
 Engine and cache stats are read at scrape time by a custom collector from consistent snapshots, so
@@ -163,14 +164,17 @@ class _EngineCollector(Collector):
                 hist: HistogramSnapshot = getattr(snap, attr)
                 family.add_metric([name], hist.cumulative(), sum_value=hist.total)
             yield family
-        vision = []
-        for name, engine in metrics.engines.items():
-            stats = _vision_stats(engine)
-            if stats is not None:
-                vision.append(([name], stats))
-        yield from _cache_families(
-            "rmserve_vision_cache", "Vision-feature cache (encoder outputs by image)", ["model"], vision
+        model_caches = (
+            ("vision_cache", "rmserve_vision_cache", "Vision-feature cache (encoder outputs by image)"),
+            ("prompt_cache", "rmserve_prompt_cache", "Preprocessed-prompt cache (ids + pixels)"),
         )
+        for attr, prefix, what in model_caches:
+            rows = []
+            for name, engine in metrics.engines.items():
+                stats = _model_cache_stats(engine, attr)
+                if stats is not None:
+                    rows.append(([name], stats))
+            yield from _cache_families(prefix, what, ["model"], rows)
 
 
 def _image_cache_rows(metrics: Metrics) -> list[tuple[list[str], dict[str, Any]]]:
@@ -180,8 +184,8 @@ def _image_cache_rows(metrics: Metrics) -> list[tuple[list[str], dict[str, Any]]
     return [([], cache.stats())]
 
 
-def _vision_stats(engine: Engine) -> dict[str, Any] | None:
-    cache = getattr(engine.model, "vision_cache", None)
+def _model_cache_stats(engine: Engine, attr: str) -> dict[str, Any] | None:
+    cache = getattr(engine.model, attr, None)
     stats = getattr(cache, "stats", None)
     return stats() if callable(stats) else None
 
