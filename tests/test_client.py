@@ -132,7 +132,7 @@ def test_images_are_uploaded_once_then_referred_to_and_resent_when_lost(fake_ser
         sent.clear()
         assert [r.reward for r in client.score(group)] == first
         assert [p for p, _ in sent] == ["/v1/score"]  # known: referred to at once
-        fake_server.state.service.images.cache._items.clear()  # the server forgets (restart, eviction)
+        fake_server.state.service.images.cache.clear()  # the server forgets (restart, eviction)
         sent.clear()
         assert [r.reward for r in client.score(group)] == first
         paths = [p for p, _ in sent]

@@ -21,15 +21,14 @@ import hashlib
 import io
 import os
 import re
-import threading
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
 from rmserve.errors import InvalidInput
+from rmserve.lru import ByteLRU
 
 if TYPE_CHECKING:
     from rmserve.api.fetch import ImageFetcher
@@ -172,53 +171,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-class ImageCache:
+class ImageCache(ByteLRU[DecodedImage]):
     """Bounded LRU of decoded images keyed by sha256, sized in decoded bytes.
 
     Serves two purposes: GRPO groups send the same image G times (decode once), and a client may
     refer to an image it sent before by ``{"sha256": ...}`` instead of sending it again.
     """
 
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, DecodedImage] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
+    def get(self, sha256: str) -> DecodedImage | None:  # type: ignore[override]
+        return super().get(sha256.lower())
 
-    def get(self, sha256: str) -> DecodedImage | None:
-        with self._lock:
-            found = self._items.get(sha256.lower())
-            if found is None:
-                self.misses += 1
-                return None
-            self._items.move_to_end(found.sha256)
-            self.hits += 1
-            return found
-
-    def put(self, image: DecodedImage) -> None:
-        if image.nbytes > self.max_bytes:
-            return
-        with self._lock:
-            if image.sha256 in self._items:
-                self._items.move_to_end(image.sha256)
-                return
-            self._items[image.sha256] = image
-            self._size += image.nbytes
-            while self._size > self.max_bytes:
-                _, evicted = self._items.popitem(last=False)
-                self._size -= evicted.nbytes
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def stats(self) -> dict:
-        """Counters for /metrics (the same keys as the vision-feature cache's ``stats()``)."""
-        with self._lock:
-            lookups = self.hits + self.misses
-            return {"entries": len(self._items), "bytes": self._size, "hits": self.hits, "misses": self.misses,
-                    "hit_ratio": self.hits / lookups if lookups else 0.0}
+    def put(self, image: DecodedImage) -> None:  # type: ignore[override]
+        super().put(image.sha256, image, image.nbytes)
 
 
 class ImageLoader:

@@ -9,53 +9,14 @@ do not depend on what else was in its batch: cached and fresh features agree to 
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
 import torch
 
+from ..lru import ByteLRU
 
-class VisionFeatureCache:
-    def __init__(self, max_bytes: int):
-        if max_bytes <= 0:
-            raise ValueError("max_bytes must be > 0")
-        self.max_bytes = max_bytes
-        self._entries: OrderedDict[str, torch.Tensor] = OrderedDict()
-        self.bytes = 0
-        self.hits = 0
-        self.misses = 0
 
-    def get(self, key: str) -> torch.Tensor | None:
-        value = self._entries.get(key)
-        if value is None:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return value
-
-    def put(self, key: str, value: torch.Tensor) -> None:
-        size = value.numel() * value.element_size()
-        if size > self.max_bytes:
-            return
-        if key in self._entries:
-            self.bytes -= self._nbytes(self._entries.pop(key))
-        self._entries[key] = value
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= self._nbytes(old)
-
-    @staticmethod
-    def _nbytes(t: torch.Tensor) -> int:
-        return t.numel() * t.element_size()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def stats(self) -> dict:
-        total = self.hits + self.misses
-        return {"entries": len(self), "bytes": self.bytes, "hits": self.hits, "misses": self.misses,
-                "hit_ratio": self.hits / total if total else 0.0}
+class VisionFeatureCache(ByteLRU[torch.Tensor]):
+    def put(self, key: str, value: torch.Tensor) -> None:  # type: ignore[override]
+        super().put(key, value, value.numel() * value.element_size())
 
 
 def encode_images_cached(base_model, cache: VisionFeatureCache, pixel_values: torch.Tensor,
