@@ -4,7 +4,9 @@ For every family: a batch of 16 (mixed lengths and image sizes, left and right p
 item alone, shared-prefix + vision-cache scoring vs alone, and CUDA vs CPU, in fp32 and bf16.
 Prints one table; exits non-zero if an fp32 difference exceeds 1e-4.
 
-    python scripts/gpu_check.py [--device cuda]
+    python scripts/gpu_check.py [--device cuda] [--out gpu_check.json]
+
+`scripts/gpu_run.sh` runs it together with `bench --preset gpu` on a lent GPU machine.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ def rewards(model, encoded) -> torch.Tensor:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--device", default="cuda")
+    ap.add_argument("--out", help="also write the rows and the verdict as JSON here")
     args = ap.parse_args()
     rows, worst_fp32 = [], 0.0
     for dtype in ("float32", "bfloat16"):
@@ -74,6 +77,10 @@ def main() -> int:
                 worst_fp32 = max(worst_fp32, *(v for k, v in diffs.items() if k != "gpu_vs_cpu"))
     name = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else args.device
     print(f"\nworst fp32 batch/padding/sharing difference on {name}: {worst_fp32:.2e}")
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"device": name, "torch": torch.__version__, "rows": rows,
+                       "worst_fp32": worst_fp32, "pass": worst_fp32 <= 1e-4}, f, indent=1)
     return 0 if worst_fp32 <= 1e-4 else 1
 
 
