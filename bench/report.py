@@ -141,7 +141,8 @@ def markdown(results: dict) -> str:
         f"- Load average (1/5/15 min) at start {_loads(results['load_average']['start'])}, at end "
         f"{_loads(results['load_average']['end'])} (a busy machine lowers every row; compare within one run)",
         f"- Model: `{model['name']}`: Qwen2.5-VL architecture, {model['params'] / 1e6:.1f}M parameters "
-        f"({model['vision_params'] / 1e6:.1f}M vision), {model['dtype']}, CPU, random weights",
+        f"({model['vision_params'] / 1e6:.1f}M vision), {model['dtype']}, "
+        f"{results.get('device', 'cpu').upper()}, random weights",
         f"- Threads: torch uses {results['threads']} threads in every system (servers: OMP_NUM_THREADS/"
         f"MKL_NUM_THREADS; naive and ceiling also torch.set_num_threads). Client: httpx, "
         f"{results['concurrency']} requests in flight, one item per request, on the same machine.",

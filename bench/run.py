@@ -389,7 +389,8 @@ class Bench:
         results = {
             "command": self.args.command_line,
             "preset": self.args.preset, "settings": asdict(self.preset),
-            "threads": self.args.threads, "concurrency": self.args.concurrency, "group_size": self.args.group_size,
+            "device": self.args.device, "threads": self.args.threads, "concurrency": self.args.concurrency,
+            "group_size": self.args.group_size,
             "seed": self.args.seed, "server_args": self.server_args,
             "server_max_batch_size": self.max_batch, "server_max_wait_ms": self.max_wait_ms,
             "share_prefix_flag": self.share_flag,
