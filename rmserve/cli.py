@@ -81,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     def factory(cfg: ServerConfig):
         if cfg.backend == "vllm":
-            from rmserve.server.app import load_model_from_config
+            from rmserve.server.loading import load_model_from_config
 
             return load_model_from_config(cfg)
         return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
@@ -94,7 +94,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rmserve.server.app import warn_if_untrained
+    from rmserve.server.loading import warn_if_untrained
 
     configure_logging(args.log_level)
     returns = [r.strip() for r in args.return_.split(",") if r.strip()]

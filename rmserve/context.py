@@ -1,7 +1,7 @@
 """Per-request context shared by every layer (no imports from the rest of rmserve).
 
 ``request_id_var`` holds the current request's id: the transports set it (server/middleware.py,
-server/grpc_server.py), tasks and preprocessing jobs inherit it, and the engine's worker sets it to
+server/rpc/call_gate.py), tasks and preprocessing jobs inherit it, and the engine's worker sets it to
 the ids of the requests in the batch it runs, so every log line names the request(s) it is about.
 """
 

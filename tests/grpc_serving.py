@@ -12,7 +12,7 @@ import grpc
 import uvicorn
 from rmserve_client._proto import reward_pb2_grpc as pb_grpc
 
-from rmserve.server.app import AppState
+from rmserve.server.state import AppState
 from tests.fakes import FakeRewardModel
 from tests.serving import free_port, make_app
 

@@ -1,4 +1,4 @@
-"""The gRPC server (rmserve/server/grpc_server.py) beside REST, over the same engine.
+"""The gRPC server (rmserve/server/rpc/) beside REST, over the same engine.
 
 Health follows readiness, reflection lists the service, Score/ScoreStream give the REST scores,
 deadlines drop queued work, bad input is INVALID_ARGUMENT naming the field (and the server keeps

@@ -33,7 +33,7 @@ from rmserve.engine import Engine, HistogramSnapshot
 
 if TYPE_CHECKING:
     from rmserve.api.images import ImageCache
-    from rmserve.server.shutdown import InFlight
+    from rmserve.server.inflight import InFlight
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 

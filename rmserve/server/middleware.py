@@ -23,7 +23,7 @@ from rmserve.server.errors import error_response
 from rmserve.server.logs import request_id, request_id_var
 
 if TYPE_CHECKING:
-    from rmserve.server.app import AppState
+    from rmserve.server.state import AppState
 
 access_log = logging.getLogger("rmserve.access")
 

@@ -18,8 +18,7 @@ all; gRPC, stopped in the lifespan, kept reporting SERVING meanwhile), and re-ra
 a clean shutdown, so the exit status was 143. ``Server`` keeps uvicorn's loop and replaces only its
 signal capture.
 
-``InFlight`` counts requests (REST and gRPC) in progress, and those that began before draining: the
-work step 3 waits for.
+``InFlight`` (server/inflight.py) counts the admitted work step 3 waits for.
 """
 
 from __future__ import annotations
@@ -31,42 +30,16 @@ import signal
 import threading
 import time
 from collections.abc import Generator
-from typing import TYPE_CHECKING
 
 import uvicorn
 
-if TYPE_CHECKING:
-    from rmserve.server.app import AppState
+from rmserve.server.inflight import InFlight
+from rmserve.server.state import AppState
 
 log = logging.getLogger("rmserve.shutdown")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 POLL_S = 0.02
-
-
-class InFlight:
-    """Requests in progress by transport, and how many of them were admitted before draining began.
-
-    Touched only from the event loop (middleware and the gRPC interceptor), so it needs no lock.
-    """
-
-    def __init__(self) -> None:
-        self.by_transport: dict[str, int] = {"http": 0, "grpc": 0}
-        self.admitted = 0  # in progress and begun before draining: what a drain waits for
-        self.draining = False
-
-    def begin(self, transport: str) -> bool:
-        """Count a request in; returns whether it counts as admitted work (pass it to ``end``)."""
-        self.by_transport[transport] = self.by_transport.get(transport, 0) + 1
-        if self.draining:
-            return False
-        self.admitted += 1
-        return True
-
-    def end(self, transport: str, admitted: bool) -> None:
-        self.by_transport[transport] -= 1
-        if admitted:
-            self.admitted -= 1
 
 
 async def drain(state: AppState, *, delay_s: float, timeout_s: float) -> bool:

@@ -81,7 +81,7 @@ def hf_models(checkpoints):
 def vllm_models(checkpoints):
     skip_without_vllm()
     from rmserve.config import ServerConfig
-    from rmserve.server.app import load_model_from_config
+    from rmserve.server.loading import load_model_from_config
 
     models = {}
     try:

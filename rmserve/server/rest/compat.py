@@ -19,26 +19,22 @@ from rmserve.api import (
     PoolingRequest,
     PoolingResponse,
 )
-from rmserve.server.rest import ERRORS, _service
-from rmserve.server.rest_v1 import Timeout, _answer, _deadline
+from rmserve.server.rest.deps import ERRORS, Deadline, Service, answer
 
 router = APIRouter(tags=["compat"])
 
 
 @router.post("/get_reward", response_model=GetRewardResponse, responses=ERRORS, summary="OpenRLHF remote RM")
-async def get_reward(body: GetRewardRequest, request: Request, x_request_timeout_ms: Timeout = None):
-    service = _service(request)
-    return await _answer(request, service.get_reward(body, deadline=_deadline(request, x_request_timeout_ms)))
+async def get_reward(body: GetRewardRequest, request: Request, service: Service, deadline: Deadline):
+    return await answer(request, service.get_reward(body, deadline=deadline))
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, summary="vLLM-style classify")
 @router.post("/v1/classify", response_model=ClassifyResponse, include_in_schema=False)
-async def classify(body: ClassifyRequest, request: Request, x_request_timeout_ms: Timeout = None):
-    service = _service(request)
-    return await _answer(request, service.classify(body, deadline=_deadline(request, x_request_timeout_ms)))
+async def classify(body: ClassifyRequest, request: Request, service: Service, deadline: Deadline):
+    return await answer(request, service.classify(body, deadline=deadline))
 
 
 @router.post("/pooling", response_model=PoolingResponse, responses=ERRORS, summary="vLLM-style pooling")
-async def pooling(body: PoolingRequest, request: Request, x_request_timeout_ms: Timeout = None):
-    service = _service(request)
-    return await _answer(request, service.pooling(body, deadline=_deadline(request, x_request_timeout_ms)))
+async def pooling(body: PoolingRequest, request: Request, service: Service, deadline: Deadline):
+    return await answer(request, service.pooling(body, deadline=deadline))

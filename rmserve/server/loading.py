@@ -1,0 +1,191 @@
+"""Bringing the models up: load each one (in a thread), apply the serving switches, start its engine,
+build the service over all of them, and tell the state (``AppState.models_up``).
+
+    load_model_from_config(config)     the default model factory (a checkpoint directory, or vLLM)
+    bring_up(state, models, factory)   the app's startup task; a failure is kept in ``state.load_error``
+                                       (/healthz 503) rather than crashing the process
+    build_service(engines, config)     the ScoreService over one engine or several (an ensemble)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from rmserve.api import EnsembleSpec, ImageCache, ImageLimits, ImageLoader, ModelSet, ScoreService, ServiceLimits
+from rmserve.api.fetch import ImageFetcher
+from rmserve.config import ServerConfig
+from rmserve.engine import Engine, ScoringModel
+from rmserve.models.types import ModelInfo
+from rmserve.server.state import AppState
+
+log = logging.getLogger("rmserve.server")
+
+ModelFactory = Callable[[ServerConfig], ScoringModel]
+
+
+def configure_model(model: ScoringModel, config: ServerConfig) -> None:
+    """Apply the serving-time model switches (prefix sharing, caches, forward calls) where the model has them."""
+    if hasattr(model, "share_prefix"):
+        model.share_prefix = config.share_prefix
+    if hasattr(model, "chunk_policy"):
+        from rmserve.models.chunking import ChunkPolicy
+
+        model.chunk_policy = ChunkPolicy.for_device(model.device.type, config.max_forward_tokens)
+    if config.vision_cache_mb and hasattr(model, "enable_vision_cache"):
+        model.enable_vision_cache(config.vision_cache_mb * 1024 * 1024)
+    if config.prompt_cache_mb and hasattr(model, "enable_prompt_cache"):
+        model.enable_prompt_cache(config.prompt_cache_mb * 1024 * 1024)
+
+
+def load_model_from_config(config: ServerConfig) -> ScoringModel:
+    """The default factory: ``config.model`` or the bundled default model, on ``config.device`` (or on vLLM)."""
+    from rmserve.models import default_model_path, load_reward_model
+
+    path = config.model or default_model_path()
+    if config.backend == "vllm":
+        from rmserve.models.vllm_backend import load_vllm_reward_model
+
+        log.info("loading model from %s onto vLLM (dtype=%s)", path, config.dtype)
+        return load_vllm_reward_model(path, config.vllm_settings())
+    log.info("loading model from %s (device=%s, dtype=%s)", path, config.device, config.dtype)
+    return load_reward_model(path, device=config.device, dtype=config.dtype)
+
+
+def warn_if_untrained(info: ModelInfo) -> None:
+    if info.untrained:
+        banner = "!" * 78
+        log.warning(
+            "\n%s\n!! The model %r has UNTRAINED weights: its rewards are deterministic noise.\n"
+            "!! Fine for wiring and load tests; pass --model DIR to serve a real reward model.\n%s",
+            banner,
+            info.name,
+            banner,
+        )
+
+
+def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) -> ScoreService:
+    """The service over one engine, or several (an ensemble of all of them, per ``config.ensemble``)."""
+    image_limits = ImageLimits(max_pixels=config.max_image_pixels, max_bytes=config.max_image_bytes)
+    cache = ImageCache(config.image_cache_mb * 1024 * 1024) if config.image_cache_mb else None
+    fetcher = None
+    if config.allow_image_urls:
+        fetcher = ImageFetcher(
+            max_bytes=config.max_image_bytes,
+            timeout_s=config.image_url_timeout_s,
+            max_redirects=config.image_url_max_redirects,
+        )
+    limits = ServiceLimits(
+        max_items_per_request=config.max_items_per_request,
+        max_images_per_item=config.max_images_per_item,
+        images=image_limits,
+    )
+    if isinstance(engines, Engine):
+        engines = {engines.model.info.name: engines}
+    weights = config.ensemble_weight_list()
+    ensemble = EnsembleSpec(config.ensemble_name, config.ensemble, tuple(weights) if weights else None)
+    return ScoreService(
+        ModelSet(engines, ensemble=ensemble),
+        limits=limits,
+        images=ImageLoader(image_limits, cache, fetcher=fetcher),
+        safety=config.build_safety_policy(),
+        apply_safety=config.safety_apply,  # type: ignore[arg-type]  # validated by ServerConfig
+        compat_verifier=config.compat_verifier,
+    )
+
+
+def _named(models: Sequence[ScoringModel] | Mapping[str, ScoringModel]) -> dict[str, ScoringModel]:
+    """Models by unique name: a mapping's keys (the models are renamed), else their own names (-2, -3 on clashes)."""
+    named: dict[str, ScoringModel] = {}
+    items = models.items() if isinstance(models, Mapping) else [(None, m) for m in models]
+    for name, model in items:
+        if name is None:
+            base = name = model.info.name
+            suffix = 2
+            while name in named:
+                name, suffix = f"{base}-{suffix}", suffix + 1
+        if model.info.name != name:
+            _rename(model, name)
+        named[name] = model
+    return named
+
+
+def _rename(model: ScoringModel, name: str) -> None:
+    if isinstance(getattr(type(model), "info", None), property):
+        model.name = name  # RewardModel: info is computed from .name
+    else:
+        model.info.name = name
+
+
+async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dict[str, ScoringModel], list[float]]:
+    """The models by name, and each one's load time in seconds (in load order)."""
+    specs = config.model_specs()
+    loaded: dict[str, ScoringModel] | list[ScoringModel] = {} if all(name for name, _ in specs) else []
+    seconds = []
+    for name, path in specs:
+        cfg = config if len(specs) == 1 else dataclasses.replace(config, model=path)
+        start = time.perf_counter()
+        model = await asyncio.to_thread(factory, cfg)
+        seconds.append(time.perf_counter() - start)
+        if isinstance(loaded, dict):
+            loaded[name] = model
+        else:
+            if name:
+                _rename(model, name)
+            loaded.append(model)
+    return _named(loaded), seconds
+
+
+async def bring_up(
+    state: AppState, models: Sequence[ScoringModel] | Mapping[str, ScoringModel] | None, factory: ModelFactory
+) -> None:
+    config = state.config
+    engines: dict[str, Engine] = {}
+    try:
+        if models is not None:
+            named, load_seconds = _named(models), []
+        else:
+            named, load_seconds = await _load_models(config, factory)
+        for k, (name, model) in enumerate(named.items()):
+            start = time.perf_counter()
+            info = model.info
+            warn_if_untrained(info)
+            if info.max_length > config.max_batch_tokens:
+                log.warning(
+                    "max_batch_tokens=%d is below model %s's max_length=%d: items longer than the "
+                    "budget will be refused; raise --max-batch-tokens to serve them",
+                    config.max_batch_tokens,
+                    name,
+                    info.max_length,
+                )
+            configure_model(model, config)
+            engine = Engine(model, config.engine_config())
+            await asyncio.to_thread(engine.start, warmup=config.warmup)
+            engines[name] = engine
+            load = load_seconds[k] if k < len(load_seconds) else 0.0
+            state.metrics.model_loaded(name, load_s=load, warmup_s=time.perf_counter() - start)
+        _warn_about_policy(config, [m.info for m in named.values()])
+        state.models_up(engines, build_service(engines, config))
+        for name, engine in engines.items():
+            info = engine.model.info
+            log.info("ready: model %s (%s, %s on %s)", name, info.family, info.dtype, info.device)
+        ens = state.service.models.ensemble if state.service is not None else None
+        if ens is not None:
+            log.info("ensemble %r = %s of %s (the default model)", ens.name, ens.method, [m.name for m in ens.members])
+    except Exception as exc:  # keep serving /healthz (503) so the failure is visible, not a crash loop
+        state.load_error = f"{type(exc).__name__}: {exc}"
+        log.exception("model failed to load")
+        for engine in engines.values():
+            await asyncio.to_thread(engine.stop, drain=False, timeout=1.0)
+
+
+def _warn_about_policy(config: ServerConfig, infos: list[ModelInfo]) -> None:
+    categories = {c for info in infos for c in info.safety_categories}
+    policy = config.build_safety_policy()
+    unknown = sorted(set(policy.rules) - categories)
+    if unknown and categories:
+        log.warning("safety_policy names categories no served model reports: %s (models report %s)",
+                    ", ".join(unknown), ", ".join(sorted(categories)))
