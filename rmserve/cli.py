@@ -187,6 +187,10 @@ async def score_file(
     return counts["ok"], counts["failed"]
 
 
+# Each line is scored as a one-item request; its errors name fields relative to the line (``images.0``).
+LINE = ("items", 0)
+
+
 async def _score_line(service, line: str, returns: Sequence[str]) -> dict:
     from pydantic import ValidationError
 
@@ -201,19 +205,11 @@ async def _score_line(service, line: str, returns: Sequence[str]) -> dict:
         try:
             request = ScoreRequest.model_validate({"items": [item], "return": list(returns)})
         except ValidationError as exc:
-            raise _strip_items_prefix(invalid_input_from_errors(exc.errors())) from None
+            raise invalid_input_from_errors(exc.errors()).within(LINE) from None
         result = await service.score(request)
     except RMServeError as exc:
-        return {"error": _strip_items_prefix(exc).to_dict()}
+        return {"error": exc.within(LINE).to_dict()}
     return result.response.items[0].model_dump(exclude_none=True)
-
-
-def _strip_items_prefix(exc):
-    """Errors name fields relative to the line (``images.0``), not to a request (``items.0.images.0``)."""
-    if exc.param and exc.param.startswith("items.0"):
-        exc.param = exc.param.removeprefix("items.0").lstrip(".") or None
-        exc.message = exc.message.replace("items.0.", "")
-    return exc
 
 
 # ── entry point ────────────────────────────────────────────────────────────────────────────────

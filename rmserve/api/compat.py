@@ -129,7 +129,7 @@ def _text_jobs(selection: Selection, texts: list[str], prompts: list[str] | None
     split = _splitter(selection)
     jobs = []
     for i, text in enumerate(texts):
-        where = lambda param, i=i: f"{field}.{i}"  # noqa: E731  (every error points at the whole text)
+        where = lambda loc, i=i: (field, i)  # noqa: E731  (every error points at the whole text)
         parts = split(text, prompts[i] if prompts is not None else None)
         if parts is None or not parts[1].strip():
             what = "no response after" if parts is not None else "no"

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from rmserve.api.protocol import Conversation, _not_blank
+from rmserve.api.scoring import here
 from rmserve.engine import TokenStream
 from rmserve.errors import InvalidInput
 from rmserve.models.critique import (
@@ -114,7 +115,7 @@ async def critique_stream(
             generation["min_new_tokens"] = min(generation["min_new_tokens"], cap)
         config = dataclasses.replace(config, max_new_tokens=cap, generation=generation)
     with engine.try_admit(1) as permit:
-        decoded = await service.scorer.load_images(request.images, lambda param: param)
+        decoded = await service.scorer.load_images(request.images, here)
         item = ScoreItem(
             response=request.response,
             prompt=request.prompt,

@@ -30,6 +30,7 @@ from pydantic import AfterValidator, BaseModel, Field, field_validator
 
 from rmserve.api.protocol import Conversation, Usage, _not_blank
 from rmserve.api.scoring import Job, Scored, compose_reward
+from rmserve.errors import Loc
 from rmserve.rewards import sigmoid
 
 if TYPE_CHECKING:
@@ -153,8 +154,8 @@ def _conversation_jobs(request: Conversation, responses: list[tuple[str, str]]) 
     messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
     jobs = []
     for text, name in responses:
-        def where(param: str | None, name: str = name) -> str:
-            return name if param in (None, "response") else param
+        def where(loc: Loc, name: str = name) -> Loc:
+            return (name,) if loc in ((), ("response",)) else loc
 
         jobs.append(Job(response=text, where=where, prompt=request.prompt, messages=messages,
                         truncate=request.truncate))

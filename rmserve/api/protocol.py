@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
-from rmserve.errors import InvalidInput
+from rmserve.errors import FieldMessage, InvalidInput
 
 ReturnField = Literal["reward", "attributes", "safety"]
 VerifierName = Literal["exact_match", "numeric_match", "choice_letter", "boxed"]
@@ -266,14 +266,20 @@ def invalid_input_from_errors(errors: Sequence[dict[str, Any]]) -> InvalidInput:
             kind,
         )
     elif kind == "extra_forbidden":
-        message, code = f"unknown field {param!r}", "unknown_field"
+        message, code = FieldMessage("unknown field '", "'", "unknown field"), "unknown_field"
     elif kind == "missing":
         param = param or "body"
-        message = f"missing required field {param!r}" if param != "body" else "request body is required"
+        message = FieldMessage("missing required field '", "'", "request body is required")
+        if param == "body":
+            message = message.bare
         code = kind
     else:
         text = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
-        message, code = (f"{param}: {text}" if param else text), kind or None
+        message, code = FieldMessage("", f": {text}", text), kind or None
     if len(errors) > 1:
-        message += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+        more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})"
+        if isinstance(message, FieldMessage):
+            message = FieldMessage(message.before, message.after + more, message.bare + more)
+        else:
+            message += more
     return InvalidInput(message, param=param, code=code)

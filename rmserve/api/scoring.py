@@ -11,16 +11,17 @@
   the first member with those heads;
 - compose: the hybrid verifier reward and the safety policy on top (``compose_reward``).
 
-A ``Job`` carries a ``where`` function that maps an error's item-relative field (``response``,
-``images.0``) to the caller's request (``items.3.response``, ``response_b``), so every endpoint
-reports errors in its own terms.
+A ``Job`` carries a ``where`` function that maps an error's item-relative location (``("response",)``,
+``("images", 0)``) to the caller's request (``("items", 3, "response")``, ``("response_b",)``), so
+every endpoint reports errors in its own terms. Locations stay tuples all the way (rmserve/errors.py):
+the engine marks which item of a submission failed (``error.item``) and ``submit`` relocates the
+error with that item's job, with no string in between.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,17 +29,22 @@ from dataclasses import dataclass, field
 from rmserve.api.images import DecodedImage, ImageLoader
 from rmserve.api.models import Member, ModelSet, Selection
 from rmserve.engine import EngineResult
-from rmserve.errors import DeadlineExceeded, InvalidInput, RMServeError
+from rmserve.errors import DeadlineExceeded, InvalidInput, Loc, RMServeError
 from rmserve.models.types import EncodedItem, ScoreItem, ScoreOutput
 from rmserve.rewards import hybrid_reward, verify
 from rmserve.safety import SafetyDecision, SafetyPolicy
 
-Where = Callable[[str | None], str | None]
+Where = Callable[[Loc], Loc]
 
 
-def under(prefix: str) -> Where:
-    """``under("items.3")("response")`` -> ``"items.3.response"``; ``(None)`` -> ``"items.3"``."""
-    return lambda param: f"{prefix}.{param}" if param else prefix
+def under(*prefix: str | int) -> Where:
+    """``under("items", 3)(("response",))`` -> ``("items", 3, "response")``; ``(())`` -> ``("items", 3)``."""
+    return lambda loc: (*prefix, *loc)
+
+
+def here(loc: Loc) -> Loc:
+    """The identity ``Where``: the item's fields are the request's own (one conversation per request)."""
+    return loc
 
 
 @dataclass
@@ -49,7 +55,7 @@ class Job:
     where: Where
     prompt: str | None = None
     messages: list[dict] | None = None
-    image_specs: Sequence = ()  # wire images, decoded in the pool; errors at where("images.<j>")
+    image_specs: Sequence = ()  # wire images, decoded in the pool; errors at where(("images", j))
     images: list[DecodedImage] | None = None  # or images decoded already (shared by several jobs)
     truncate: bool = False
     rendered: bool = False  # ``prompt`` is already templated text (compat endpoints): encode_rendered
@@ -60,7 +66,7 @@ def jobs_from_items(items: Sequence, prefix: str = "items") -> list[Job]:
     return [
         Job(
             response=item.response,
-            where=under(f"{prefix}.{i}"),
+            where=under(prefix, i),
             prompt=item.prompt,
             messages=[m.model_dump() for m in item.messages] if item.messages is not None else None,
             image_specs=item.images,
@@ -127,7 +133,7 @@ class Scorer:
         with contextlib.ExitStack() as stack:
             permits = [stack.enter_context(m.engine.try_admit(len(jobs))) for m in selection.members]
             if shared_images:
-                decoded = await self.load_images(shared_images, lambda param: param)
+                decoded = await self.load_images(shared_images, here)
                 for job in jobs:
                     job.images = decoded
             encoded = await self.preprocess(selection, jobs)
@@ -145,7 +151,7 @@ class Scorer:
         return await self.models.primary.run_in_pool(self._load, specs, where)
 
     def _load(self, specs: Sequence, where: Where) -> list[DecodedImage]:
-        return [self.images.load(spec, param=where(f"images.{j}")) for j, spec in enumerate(specs)]
+        return [self.images.load(spec, param=where(("images", j))) for j, spec in enumerate(specs)]
 
     async def preprocess(self, selection: Selection, jobs: list[Job]) -> list[list[EncodedItem]]:
         """Per member, the encoded items in job order."""
@@ -185,13 +191,13 @@ class Scorer:
                 else:
                     out.append(model.encode(item))
             except InvalidInput as exc:
-                param = exc.param if exc.param == "model" else job.where(exc.param)
-                raise InvalidInput(exc.message + suffix, param=param, code=exc.code) from None
+                loc = exc.loc if exc.loc == ("model",) else job.where(exc.loc)
+                raise InvalidInput(exc.message + suffix, param=loc, code=exc.code) from None
             except RMServeError:
                 raise
             except (ValueError, TypeError) as exc:  # the tokenizer/processor rejecting this input
                 raise InvalidInput(
-                    f"item could not be encoded{suffix}: {exc}", param=job.where(None), code="invalid_item"
+                    f"item could not be encoded{suffix}: {exc}", param=job.where(()), code="invalid_item"
                 ) from None
         return out
 
@@ -217,15 +223,11 @@ class Scorer:
         return [t.result() for t in tasks]
 
 
-_ITEM = re.compile(r"^items\.(\d+)(?:\.(.+))?$")
-
-
 def _relocate(error: RMServeError, jobs: list[Job]) -> RMServeError:
-    """An engine error's ``items.<k>...`` param, in the caller's terms."""
-    match = _ITEM.match(error.param or "")
-    if not match or int(match.group(1)) >= len(jobs):
+    """An engine error on item ``k`` of the submission, at that item's place in the caller's request."""
+    if error.item is None or error.item >= len(jobs):
         return error
-    return type(error)(error.message, param=jobs[int(match.group(1))].where(match.group(2)), code=error.code)
+    return error.relocated(jobs[error.item].where(error.loc))
 
 
 def combine(selection: Selection, results: list[EngineResult]) -> Scored:
@@ -252,4 +254,4 @@ def combine(selection: Selection, results: list[EngineResult]) -> Scored:
     )
 
 
-__all__ = ["Composed", "Job", "Scored", "Scorer", "Where", "compose_reward", "under"]
+__all__ = ["Composed", "Job", "Scored", "Scorer", "Where", "compose_reward", "here", "under"]

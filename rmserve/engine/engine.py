@@ -230,7 +230,7 @@ class Engine:
             if item.num_tokens > budget:
                 raise InvalidInput(
                     f"item has {item.num_tokens} tokens, more than max_batch_tokens={budget}",
-                    param=f"items.{i}",
+                    item=i,
                     code="too_long",
                 )
         request = Request(items, deadline=deadline, permit=permit, on_done=on_done)
@@ -407,18 +407,11 @@ class Engine:
         self.stats.record_items(scored=len(live) - failed, failed=failed)
         for entry, outcome, wait in zip(live, outcomes, waits, strict=True):
             if isinstance(outcome, RMServeError):
-                entry.request.fail(_for_item(outcome, entry.index))
+                entry.request.fail(outcome.for_item(entry.index))
             else:
                 entry.request.item_done(
                     entry.index, outcome, batch_id=self._batch_seq, batch_s=seconds, queue_s=wait
                 )
-
-
-def _for_item(error: RMServeError, index: int) -> RMServeError:
-    """The same error, with ``param`` pointing at the item inside its request."""
-    prefix = f"items.{index}"
-    param = f"{prefix}.{error.param}" if error.param else prefix
-    return type(error)(error.message, param=param, code=error.code)
 
 
 def _settle(future: asyncio.Future, result: EngineResult | None, error: BaseException | None) -> None:

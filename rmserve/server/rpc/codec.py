@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from rmserve_client._proto import reward_pb2 as pb
 
 from rmserve.api.protocol import ScoreItemOut, ScoreRequest, ScoreResponse, invalid_input_from_errors
-from rmserve.errors import InvalidInput, RMServeError
+from rmserve.errors import InvalidInput, Loc, RMServeError
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=ProtoMessage)
@@ -142,15 +142,13 @@ def score_response(response: ScoreResponse, ids: list[str]) -> pb.ScoreResponse:
     )
 
 
-def error_proto(exc: RMServeError, *, strip_prefix: str | None = None) -> pb.Error:
-    param, message = exc.param or "", exc.message
-    if strip_prefix and param.startswith(strip_prefix):
-        param = param.removeprefix(strip_prefix).lstrip(".")
-        message = message.replace(f"{strip_prefix}.", "")
+def error_proto(exc: RMServeError, *, within: Loc = ()) -> pb.Error:
+    """The error as a ScoreStream result's ``error``; ``within``: the location its fields are relative to."""
+    exc = exc.within(within)
     return pb.Error(
-        message=message,
+        message=exc.message,
         type=exc.error_type,
-        param=param,
+        param=exc.param or "",
         code=exc.code or "",
         retry_after_s=float(getattr(exc, "retry_after_s", 0.0) or 0.0),
     )

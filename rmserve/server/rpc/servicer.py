@@ -135,7 +135,7 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
             try:
                 results.put_nowait(await self._score_stream_item(service, item, deadline))
             except RMServeError as exc:
-                results.put_nowait(pb.ScoreResult(id=item.id, error=codec.error_proto(exc, strip_prefix="items.0")))
+                results.put_nowait(pb.ScoreResult(id=item.id, error=codec.error_proto(exc, within=("items", 0))))
             except Exception as exc:  # a bug: report it on the item, keep the stream
                 log.exception("ScoreStream item failed")
                 results.put_nowait(pb.ScoreResult(id=item.id, error=pb.Error(message=str(exc), type="internal_error")))

@@ -19,7 +19,7 @@ def status_code(exc: RMServeError) -> grpc.StatusCode:
 
 def status_details(exc: RMServeError) -> str:
     """The message, led by the field it is about unless it names it already."""
-    if exc.param and not exc.message.startswith(exc.param):
+    if exc.param and not exc.led_by_field:
         return f"{exc.param}: {exc.message}"
     return exc.message
 
