@@ -1,7 +1,7 @@
 """A fake reward model for fast engine and server tests (no torch, no weights).
 
-It implements the ``RewardModel`` interface with a byte-level "tokenizer": ``input_ids`` are
-the UTF-8 bytes of the prompt (or the rendered messages) followed by the response, plus
+It implements the whole serving contract (``rmserve.models.types.ServedModel``) with a byte-level
+"tokenizer": ``input_ids`` are the UTF-8 bytes of the prompt (or the rendered messages) followed by the response, plus
 ``image_tokens`` ids per image. The reward is a deterministic function of the ids and the
 images' mean pixel values, independent of which other items share the batch, so a test can
 compare any batched score with the score of the same item alone.
@@ -20,7 +20,7 @@ import zlib
 from PIL import ImageStat
 
 from rmserve.errors import InvalidInput
-from rmserve.models.types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+from rmserve.models.types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
 
 NAN_MARKER = "<<nan>>"
 RAISE_MARKER = "<<raise>>"
@@ -61,6 +61,11 @@ class FakeRewardModel:
             attribute_names=list(attribute_names) if "attributes" in heads else [],
             safety_categories=list(safety_categories) if "safety" in heads else [],
         )
+        self.extra_config: dict = {}
+        self.tokenizer = _ByteTokenizer()
+        self.serving_options: ServingOptions | None = None  # what the server configured
+        self.vision_cache = None  # tests may attach caches (anything with stats()) to see them in metrics
+        self.prompt_cache = None
         self.batches: list[list[int]] = []  # num_tokens of each item, per score_batch call
         self.warmed_up = False
         self._lock = threading.Lock()
@@ -127,6 +132,48 @@ class FakeRewardModel:
         self.score_alone(EncodedItem(input_ids=[1, 2, 3]))  # not through the forward gate/sleep hooks
         self.warmed_up = True
 
+    # ── the rest of the serving contract: what a backend without these features answers ──────
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.info.name = value
+
+    def configure_serving(self, options: ServingOptions) -> None:
+        self.serving_options = options
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        caches = {"vision": self.vision_cache, "prompt": self.prompt_cache}
+        return {name: cache.stats() for name, cache in caches.items() if cache is not None}
+
+    def turn_markers(self) -> None:
+        return None  # no chat template
+
+    def encode_rendered(self, prompt_text, response, *, images=None, truncate=False, image_hashes=None):
+        raise InvalidInput(
+            f"model {self.name!r} cannot score templated text (no chat-template support)",
+            param="model",
+            code="unsupported_model",
+        )
+
+    def pooled_hidden_items(self, items: list[EncodedItem]):
+        raise InvalidInput(
+            f"model {self.name!r} does not expose its hidden states", param="task", code="unsupported_task"
+        )
+
+    def can_generate(self) -> bool:
+        return False
+
+    def encode_prompt(self, item: ScoreItem) -> tuple[list[int], dict, bool]:
+        encoded = self.encode(ScoreItem(response="", prompt=item.prompt, messages=item.messages, images=item.images))
+        return encoded.input_ids, encoded.vision, False
+
+    def decode_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
     # ── helpers for tests ──────────────────────────────────────────────────────────────────
 
     def score_alone(self, item: EncodedItem, text: str | None = None) -> ScoreOutput:
@@ -144,6 +191,14 @@ class FakeRewardModel:
 
     def expected(self, item: ScoreItem) -> ScoreOutput:
         return self.score_alone(self.encode(item))
+
+
+class _ByteTokenizer:
+    pad_token = None
+    eos_token = None
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return bytes(i for i in ids if i < 256).decode("utf-8", errors="replace")
 
 
 def render_messages(messages: list[dict[str, str]]) -> str:

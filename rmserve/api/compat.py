@@ -113,14 +113,14 @@ def split_conversation(
 
 def _splitter(selection: Selection):
     model = selection.primary.model
-    markers = model.turn_markers() if hasattr(model, "turn_markers") else None
-    tokenizer = getattr(model, "tokenizer", None)
+    markers = model.turn_markers()
+    tokenizer = model.tokenizer
     options = {
         "assistant_start": markers.assistant_start if markers else None,
         "assistant_end": markers.assistant_end if markers else None,
         "response_prefix": markers.response_prefix if markers else "",
-        "pad_token": getattr(tokenizer, "pad_token", None),
-        "eos_token": getattr(tokenizer, "eos_token", None),
+        "pad_token": tokenizer.pad_token,
+        "eos_token": tokenizer.eos_token,
     }
     return lambda query, prompt: split_conversation(query, prompt, **options)
 
@@ -347,7 +347,7 @@ async def _embed(service: ScoreService, request: PoolingRequest, *, deadline) ->
     import asyncio
 
     selection = service.models.resolve(request.model)
-    if selection.is_ensemble or not hasattr(selection.primary.model, "pooled_hidden_items"):
+    if selection.is_ensemble:
         raise InvalidInput(
             f"task=embed needs one model that exposes its hidden states; {selection.name!r} does not "
             f"(name one of {', '.join(map(repr, service.models.names))})",

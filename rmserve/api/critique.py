@@ -125,7 +125,7 @@ async def critique_stream(
             image_hashes=[d.sha256 for d in decoded],
         )
         prompt_ids, _, _ = await engine.run_in_pool(_evaluator_prompt, model, config, item)
-        stream = TokenStream(_decoder(model), asyncio.get_running_loop(), deadline=deadline)
+        stream = TokenStream(model.decode_text, asyncio.get_running_loop(), deadline=deadline)
         future = engine.run_exclusive(generate_critique, model, item, config, streamer=stream)
         future.add_done_callback(lambda _: stream.close())
         try:
@@ -176,18 +176,6 @@ def _evaluator_prompt(model, config: CritiqueConfig, item: ScoreItem):
             code="too_long",
         )
     return encoded
-
-
-def _decoder(model):
-    lock = getattr(model, "_tokenize_lock", None)
-
-    def decode(ids: list[int]) -> str:
-        if lock is None:
-            return model.tokenizer.decode(ids, skip_special_tokens=True)
-        with lock:  # fast tokenizers are not safe to use from two threads at once
-            return model.tokenizer.decode(ids, skip_special_tokens=True)
-
-    return decode
 
 
 __all__ = [

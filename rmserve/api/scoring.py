@@ -180,14 +180,8 @@ class Scorer:
             model = member.model
             try:
                 if job.rendered:
-                    encode_rendered = getattr(model, "encode_rendered", None)
-                    if encode_rendered is None:
-                        raise InvalidInput(
-                            f"model {member.name!r} cannot score templated text (no chat-template support)",
-                            param="model", code="unsupported_model",
-                        )
-                    out.append(encode_rendered(item.prompt, item.response, images=item.images,
-                                               truncate=item.truncate, image_hashes=item.image_hashes))
+                    out.append(model.encode_rendered(item.prompt, item.response, images=item.images,
+                                                     truncate=item.truncate, image_hashes=item.image_hashes))
                 else:
                     out.append(model.encode(item))
             except InvalidInput as exc:

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
-from rmserve.models.types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+from rmserve.models.types import ScoringModel  # the engine's whole contract with a model (torch-free)
 
-
-class ScoringModel(Protocol):
-    """What the engine needs from a reward model (``rmserve.models.RewardModel`` satisfies it)."""
-
-    info: ModelInfo
-
-    def encode(self, item: ScoreItem) -> EncodedItem: ...
-    def score_batch(self, batch: list[EncodedItem]) -> list[ScoreOutput]: ...
-    def warmup(self) -> None: ...
+__all__ = ["EngineConfig", "EngineHealth", "ScoringModel"]
 
 
 @dataclass

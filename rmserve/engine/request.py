@@ -9,12 +9,10 @@ the batcher thread (expiry) and the worker thread (results), hence the per-reque
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rmserve.context import request_id_var
-from rmserve.models.prefix import group_key
 from rmserve.models.types import EncodedItem, ScoreOutput
 
 
@@ -133,12 +131,10 @@ class Entry:
     group: int | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
-        key = group_key(self.item)
+        key = self.item.prefix_key
         self.group = None if key is None else hash(key)
 
     @property
     def num_tokens(self) -> int:
         return self.item.num_tokens
 
-    def queue_wait(self, now: float | None = None) -> float:
-        return (time.monotonic() if now is None else now) - self.enqueued_at

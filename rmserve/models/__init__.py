@@ -1,13 +1,37 @@
-"""The reward-model library: backbones + heads + last-token pooling, checkpoints, tiny models."""
+"""The reward-model library: backbones + heads + last-token pooling, checkpoints, tiny models.
+
+Importing the package (or ``rmserve.models.types``, the contract) does not import torch: the names that
+need it (``RewardModel``, ``HeadSpec``, ``load_reward_model``, ``save_reward_model``) load on first use,
+so the engine, the API layer's types and test fakes stay torch-free.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import TYPE_CHECKING, Any
 
-from .checkpoint import load_reward_model, save_reward_model
-from .heads import HeadSpec
-from .reward_model import RewardModel
-from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServedModel, ServingOptions
+
+if TYPE_CHECKING:
+    from .checkpoint import load_reward_model, save_reward_model
+    from .heads import HeadSpec
+    from .reward_model import RewardModel
+
+_LAZY = {
+    "RewardModel": ".reward_model",
+    "HeadSpec": ".heads",
+    "load_reward_model": ".checkpoint",
+    "save_reward_model": ".checkpoint",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 # Where `rmserve serve` with no --model looks first: a trained demo checkpoint shipped in the repo.
 BUNDLED_DEMO_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "models", "demo")
@@ -30,6 +54,7 @@ def default_model_path(*, bundled: bool = True) -> str:
         return demo
     path = _cache_dir()
     if not os.path.exists(os.path.join(path, "rmserve.json")):
+        from .checkpoint import save_reward_model
         from .tiny import build_tiny_reward_model
 
         model = build_tiny_reward_model("qwen2_5_vl", seed=0)
@@ -48,6 +73,6 @@ def default_model_path(*, bundled: bool = True) -> str:
 
 
 __all__ = [
-    "EncodedItem", "HeadSpec", "ModelInfo", "RewardModel", "ScoreItem", "ScoreOutput",
-    "default_model_path", "load_reward_model", "save_reward_model",
+    "EncodedItem", "HeadSpec", "ModelInfo", "RewardModel", "ScoreItem", "ScoreOutput", "ServedModel",
+    "ServingOptions", "default_model_path", "load_reward_model", "save_reward_model",
 ]

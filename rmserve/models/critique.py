@@ -52,23 +52,17 @@ class CritiqueConfig:
     @classmethod
     def of(cls, model) -> CritiqueConfig | None:
         """The model's critique settings, or None if it scores responses directly."""
-        section = getattr(model, "extra_config", {}).get("critique")
+        section = model.extra_config.get("critique")
         return cls.from_dict(section) if section else None
 
 
 def is_critique_model(model) -> bool:
-    return bool(getattr(model, "extra_config", {}).get("critique"))
+    return bool(model.extra_config.get("critique"))
 
 
 def can_generate(model) -> bool:
-    """Whether ``model`` can generate text: its own ``can_generate()`` (other backends, e.g. vLLM), else an HF
-    backbone with ``generate`` and a language-model head."""
-    own = getattr(model, "can_generate", None)
-    if callable(own):
-        return bool(own())
-    backbone = getattr(model, "backbone", None)
-    get_lm_head = getattr(backbone, "get_output_embeddings", None)
-    return callable(getattr(backbone, "generate", None)) and get_lm_head is not None and get_lm_head() is not None
+    """Whether ``model`` can generate text (``ServedModel.can_generate``)."""
+    return model.can_generate()
 
 
 def question_text(item: ScoreItem) -> str:

@@ -26,9 +26,7 @@ from .types import EncodedItem
 
 def group_key(item: EncodedItem) -> tuple | None:
     """Items with equal keys have identical prompt tokens and images; None = cannot share."""
-    if item.prefix_len <= 0 or item.prefix_len >= item.num_tokens:
-        return None
-    return (tuple(item.input_ids[: item.prefix_len]), item.image_keys)
+    return item.prefix_key
 
 
 def find_groups(items: list[EncodedItem], min_group: int = 2) -> tuple[list[list[int]], list[int]]:

@@ -25,7 +25,7 @@ from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
 from .prompt_cache import PromptCache
 from .template import TurnMarkers, render, turn_markers
-from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
 from .vision_cache import VisionFeatureCache, encode_images_cached
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -333,6 +333,29 @@ class RewardModel(nn.Module):
         """Cache vision-encoder outputs by image content (Qwen-VL families only; others ignore it)."""
         if self.family_name in ("qwen2_vl", "qwen2_5_vl") and max_bytes > 0:
             self.vision_cache = VisionFeatureCache(max_bytes)
+
+    # ---- the rest of the serving contract (rmserve.models.types.ServedModel) ------------------------
+    def configure_serving(self, options: ServingOptions) -> None:
+        self.share_prefix = options.share_prefix
+        self.chunk_policy = ChunkPolicy.for_device(self.device.type, options.max_forward_tokens)
+        if options.vision_cache_bytes:
+            self.enable_vision_cache(options.vision_cache_bytes)
+        if options.prompt_cache_bytes:
+            self.enable_prompt_cache(options.prompt_cache_bytes)
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        caches = {"vision": self.vision_cache, "prompt": self.prompt_cache}
+        return {name: cache.stats() for name, cache in caches.items() if cache is not None}
+
+    def can_generate(self) -> bool:
+        """An HF backbone with ``generate`` and a language-model head (critique checkpoints)."""
+        get_lm_head = getattr(self.backbone, "get_output_embeddings", None)  # HF backbones differ here
+        has_head = get_lm_head is not None and get_lm_head() is not None
+        return callable(getattr(self.backbone, "generate", None)) and has_head
+
+    def decode_text(self, ids: list[int]) -> str:
+        with self._tokenize_lock:  # fast tokenizers are not safe to use from two threads at once
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
         self.backbone.to(device=device, dtype=DTYPES[dtype])

@@ -1,11 +1,27 @@
-"""Plain data types that cross the model library's boundary (no torch in the item types' users)."""
+"""The model library's contract: the data that crosses its boundary and the protocols a served model meets.
+
+Torch-free on purpose (tests/test_layers.py checks it): the engine, the API layer and test fakes depend
+on this module, not on ``RewardModel``.
+
+    ScoreItem -> encode -> EncodedItem -> score_batch -> ScoreOutput      the engine's part (ScoringModel)
+    ServedModel                                                           everything else the API and the
+                                                                          server call (ServedModel)
+
+Capabilities a backend may lack are methods that say so (``can_generate()``, ``turn_markers()`` None,
+``pooled_hidden_items`` raising ``InvalidInput`` with code ``unsupported_task``), never attributes
+that callers probe with ``hasattr``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from PIL import Image
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .template import TurnMarkers
 
 
 @dataclass
@@ -44,6 +60,14 @@ class EncodedItem:
     def num_tokens(self) -> int:
         return len(self.input_ids)
 
+    @property
+    def prefix_key(self) -> tuple | None:
+        """Items with equal keys have identical prompt tokens and images (the engine batches them together,
+        the model runs the prefix once); None = cannot share."""
+        if self.prefix_len <= 0 or self.prefix_len >= self.num_tokens:
+            return None
+        return (tuple(self.input_ids[: self.prefix_len]), self.image_keys)
+
 
 @dataclass
 class ScoreOutput:
@@ -69,3 +93,87 @@ class ModelInfo:
     untrained: bool = False
     attribute_names: list[str] = field(default_factory=list)
     safety_categories: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Serving-time switches a model applies to itself (``ServedModel.configure_serving``); a backend
+    ignores those it has no use for (vLLM shares prefixes and caches on its own)."""
+
+    share_prefix: bool = False  # run a GRPO group's shared prompt (+ images) once per batch
+    max_forward_tokens: int | None = None  # cut a batch into forward calls of at most this many tokens
+    vision_cache_bytes: int = 0  # vision-encoder outputs by image content; 0 disables
+    prompt_cache_bytes: int = 0  # preprocessed image prompts by text + image hashes; 0 disables
+
+
+class Tokenizer(Protocol):
+    """The part of a (Hugging Face) tokenizer the API reads: special tokens for splitting templated text."""
+
+    pad_token: str | None
+    eos_token: str | None
+
+
+class ScoringModel(Protocol):
+    """What the engine calls (engine/engine.py), and all of it. ``encode`` runs in preprocessing threads and
+    must be thread-safe; ``score_batch`` and ``warmup`` run on the engine's single worker thread."""
+
+    @property
+    def info(self) -> ModelInfo: ...
+
+    def encode(self, item: ScoreItem) -> EncodedItem: ...
+
+    def score_batch(self, batch: list[EncodedItem]) -> list[ScoreOutput]: ...
+
+    def warmup(self) -> None: ...
+
+
+class ServedModel(ScoringModel, Protocol):
+    """Everything the API and server layers call on a served model (``RewardModel``, ``VllmRewardModel``
+    and tests/fakes.py implement all of it)."""
+
+    name: str  # renamed by the server (``--model NAME=DIR``, ensemble members)
+    max_length: int
+    extra_config: dict  # the checkpoint's extra sections (``critique``)
+
+    @property
+    def tokenizer(self) -> Tokenizer: ...
+
+    # ── serving switches and their caches (server/loading.py, server/metrics.py) ──
+    def configure_serving(self, options: ServingOptions) -> None: ...
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        """Per cache the model holds (``vision``, ``prompt``): hits, misses, entries, bytes, hit_ratio."""
+        ...
+
+    # ── templated text (api/compat.py) ──
+    def turn_markers(self) -> TurnMarkers | None:
+        """Where the chat template puts an assistant reply; None without a chat template."""
+        ...
+
+    def encode_rendered(
+        self,
+        prompt_text: str,
+        response: str,
+        *,
+        images: list | None = None,
+        truncate: bool = False,
+        image_hashes: Sequence[str] | None = None,
+    ) -> EncodedItem:
+        """Encode text already rendered with the chat template (raises InvalidInput without one)."""
+        ...
+
+    def pooled_hidden_items(self, items: list[EncodedItem]) -> Any:
+        """(B, H) final hidden states at each item's last token, a tensor (worker thread only); raises
+        InvalidInput(code="unsupported_task") when the backend cannot expose them."""
+        ...
+
+    # ── critique generation (api/critique.py, models/critique.py) ──
+    def can_generate(self) -> bool: ...
+
+    def encode_prompt(self, item: ScoreItem) -> tuple[list[int], dict, bool]:
+        """The evaluator prompt's ids and vision inputs, and whether it was templated."""
+        ...
+
+    def decode_text(self, ids: list[int]) -> str:
+        """Token ids as text, special tokens skipped; safe to call from any thread."""
+        ...

@@ -44,7 +44,7 @@ from ..errors import InvalidInput
 from .checkpoint import CONFIG_NAME, HEADS_NAME, load_reward_model
 from .critique import is_critique_model
 from .reward_model import RewardModel
-from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput
+from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
 
 log = logging.getLogger("rmserve.models.vllm")
 
@@ -172,9 +172,14 @@ class VllmRewardModel:
     def extra_config(self) -> dict:
         return self.encoder.extra_config
 
-    @property
-    def _tokenize_lock(self):  # api/critique.py decodes streamed tokens under the tokenizer's lock
-        return self.encoder._tokenize_lock
+    def decode_text(self, ids: list[int]) -> str:
+        return self.encoder.decode_text(ids)
+
+    def configure_serving(self, options: ServingOptions) -> None:
+        """Nothing to apply: vLLM shares prompt prefixes (enable_prefix_caching) and batches on its own."""
+
+    def cache_stats(self) -> dict[str, dict[str, float]]:
+        return {}
 
     def turn_markers(self):
         return self.encoder.turn_markers()

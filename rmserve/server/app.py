@@ -27,7 +27,7 @@ from fastapi import FastAPI
 
 from rmserve import __version__
 from rmserve.config import ServerConfig
-from rmserve.engine import ScoringModel
+from rmserve.models.types import ServedModel
 from rmserve.server.errors import install_error_handlers
 from rmserve.server.loading import ModelFactory, bring_up, load_model_from_config
 from rmserve.server.metrics import Metrics
@@ -42,8 +42,8 @@ log = logging.getLogger("rmserve.server")
 def create_app(
     config: ServerConfig | None = None,
     *,
-    model: ScoringModel | None = None,
-    models: Sequence[ScoringModel] | Mapping[str, ScoringModel] | None = None,
+    model: ServedModel | None = None,
+    models: Sequence[ServedModel] | Mapping[str, ServedModel] | None = None,
     model_factory: ModelFactory | None = None,
 ) -> FastAPI:
     """``model``: one already-built model; ``models``: several (an ensemble; a mapping names them);

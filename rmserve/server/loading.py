@@ -18,30 +18,26 @@ from collections.abc import Callable, Mapping, Sequence
 from rmserve.api import EnsembleSpec, ImageCache, ImageLimits, ImageLoader, ModelSet, ScoreService, ServiceLimits
 from rmserve.api.fetch import ImageFetcher
 from rmserve.config import ServerConfig
-from rmserve.engine import Engine, ScoringModel
-from rmserve.models.types import ModelInfo
+from rmserve.engine import Engine
+from rmserve.models.types import ModelInfo, ServedModel, ServingOptions
 from rmserve.server.state import AppState
 
 log = logging.getLogger("rmserve.server")
 
-ModelFactory = Callable[[ServerConfig], ScoringModel]
+ModelFactory = Callable[[ServerConfig], ServedModel]
 
 
-def configure_model(model: ScoringModel, config: ServerConfig) -> None:
-    """Apply the serving-time model switches (prefix sharing, caches, forward calls) where the model has them."""
-    if hasattr(model, "share_prefix"):
-        model.share_prefix = config.share_prefix
-    if hasattr(model, "chunk_policy"):
-        from rmserve.models.chunking import ChunkPolicy
-
-        model.chunk_policy = ChunkPolicy.for_device(model.device.type, config.max_forward_tokens)
-    if config.vision_cache_mb and hasattr(model, "enable_vision_cache"):
-        model.enable_vision_cache(config.vision_cache_mb * 1024 * 1024)
-    if config.prompt_cache_mb and hasattr(model, "enable_prompt_cache"):
-        model.enable_prompt_cache(config.prompt_cache_mb * 1024 * 1024)
+def serving_options(config: ServerConfig) -> ServingOptions:
+    """The serving-time model switches (prefix sharing, forward calls, caches) from the server's config."""
+    return ServingOptions(
+        share_prefix=config.share_prefix,
+        max_forward_tokens=config.max_forward_tokens,
+        vision_cache_bytes=config.vision_cache_mb * 1024 * 1024,
+        prompt_cache_bytes=config.prompt_cache_mb * 1024 * 1024,
+    )
 
 
-def load_model_from_config(config: ServerConfig) -> ScoringModel:
+def load_model_from_config(config: ServerConfig) -> ServedModel:
     """The default factory: ``config.model`` or the bundled default model, on ``config.device`` (or on vLLM)."""
     from rmserve.models import default_model_path, load_reward_model
 
@@ -97,9 +93,9 @@ def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) 
     )
 
 
-def _named(models: Sequence[ScoringModel] | Mapping[str, ScoringModel]) -> dict[str, ScoringModel]:
+def _named(models: Sequence[ServedModel] | Mapping[str, ServedModel]) -> dict[str, ServedModel]:
     """Models by unique name: a mapping's keys (the models are renamed), else their own names (-2, -3 on clashes)."""
-    named: dict[str, ScoringModel] = {}
+    named: dict[str, ServedModel] = {}
     items = models.items() if isinstance(models, Mapping) else [(None, m) for m in models]
     for name, model in items:
         if name is None:
@@ -113,17 +109,14 @@ def _named(models: Sequence[ScoringModel] | Mapping[str, ScoringModel]) -> dict[
     return named
 
 
-def _rename(model: ScoringModel, name: str) -> None:
-    if isinstance(getattr(type(model), "info", None), property):
-        model.name = name  # RewardModel: info is computed from .name
-    else:
-        model.info.name = name
+def _rename(model: ServedModel, name: str) -> None:
+    model.name = name  # info (computed from the name) follows
 
 
-async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dict[str, ScoringModel], list[float]]:
+async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dict[str, ServedModel], list[float]]:
     """The models by name, and each one's load time in seconds (in load order)."""
     specs = config.model_specs()
-    loaded: dict[str, ScoringModel] | list[ScoringModel] = {} if all(name for name, _ in specs) else []
+    loaded: dict[str, ServedModel] | list[ServedModel] = {} if all(name for name, _ in specs) else []
     seconds = []
     for name, path in specs:
         cfg = config if len(specs) == 1 else dataclasses.replace(config, model=path)
@@ -140,7 +133,7 @@ async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dic
 
 
 async def bring_up(
-    state: AppState, models: Sequence[ScoringModel] | Mapping[str, ScoringModel] | None, factory: ModelFactory
+    state: AppState, models: Sequence[ServedModel] | Mapping[str, ServedModel] | None, factory: ModelFactory
 ) -> None:
     config = state.config
     engines: dict[str, Engine] = {}
@@ -161,7 +154,7 @@ async def bring_up(
                     name,
                     info.max_length,
                 )
-            configure_model(model, config)
+            model.configure_serving(serving_options(config))
             engine = Engine(model, config.engine_config())
             await asyncio.to_thread(engine.start, warmup=config.warmup)
             engines[name] = engine

@@ -165,15 +165,12 @@ class _EngineCollector(Collector):
                 family.add_metric([name], hist.cumulative(), sum_value=hist.total)
             yield family
         model_caches = (
-            ("vision_cache", "rmserve_vision_cache", "Vision-feature cache (encoder outputs by image)"),
-            ("prompt_cache", "rmserve_prompt_cache", "Preprocessed-prompt cache (ids + pixels)"),
+            ("vision", "rmserve_vision_cache", "Vision-feature cache (encoder outputs by image)"),
+            ("prompt", "rmserve_prompt_cache", "Preprocessed-prompt cache (ids + pixels)"),
         )
-        for attr, prefix, what in model_caches:
-            rows = []
-            for name, engine in metrics.engines.items():
-                stats = _model_cache_stats(engine, attr)
-                if stats is not None:
-                    rows.append(([name], stats))
+        stats = {name: engine.model.cache_stats() for name, engine in metrics.engines.items()}
+        for cache, prefix, what in model_caches:
+            rows = [([name], caches[cache]) for name, caches in stats.items() if cache in caches]
             yield from _cache_families(prefix, what, ["model"], rows)
 
 
@@ -182,12 +179,6 @@ def _image_cache_rows(metrics: Metrics) -> list[tuple[list[str], dict[str, Any]]
     if cache is None:
         return []
     return [([], cache.stats())]
-
-
-def _model_cache_stats(engine: Engine, attr: str) -> dict[str, Any] | None:
-    cache = getattr(engine.model, attr, None)
-    stats = getattr(cache, "stats", None)
-    return stats() if callable(stats) else None
 
 
 def _cache_families(prefix: str, what: str, labels: list[str], rows: list) -> Iterator:
