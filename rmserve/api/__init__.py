@@ -1,6 +1,7 @@
 """Service layer: wire types and service methods, shared by every transport (no HTTP in here).
 
-``ScoreService`` is the facade; its method per endpoint family is documented in ``api/service.py``.
+``ScoreService`` is the facade (api/service.py); every scoring endpoint runs one pipeline (api/pipeline.py)
+over a narrow ``ServingContext`` (api/context.py).
 """
 
 from rmserve.api.compat import (
@@ -11,6 +12,7 @@ from rmserve.api.compat import (
     PoolingRequest,
     PoolingResponse,
 )
+from rmserve.api.context import ServiceLimits, ServingContext
 from rmserve.api.critique import CritiqueChunk, CritiqueRequest, CritiqueResponse, CritiqueUsage
 from rmserve.api.images import DecodedImage, ImageCache, ImageLimits, ImageLoader
 from rmserve.api.models import EnsembleSpec, Member, ModelSet, Selection
@@ -27,7 +29,8 @@ from rmserve.api.protocol import (
     VerifierSpec,
 )
 from rmserve.api.safety import SafetyItemIn, SafetyItemOut, SafetyRequest, SafetyResponse
-from rmserve.api.service import ScoreResult, ScoreService, ServiceLimits, Timings
+from rmserve.api.score import ScoreResult, Timings
+from rmserve.api.service import ScoreService
 from rmserve.api.uploads import ImageUploadRequest, ImageUploadResponse
 
 __all__ = [
@@ -70,6 +73,7 @@ __all__ = [
     "ScoreService",
     "Selection",
     "ServiceLimits",
+    "ServingContext",
     "Timings",
     "Usage",
     "VerifierSpec",

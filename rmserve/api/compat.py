@@ -1,4 +1,4 @@
-"""Compat endpoints with the exact shapes real RL frameworks send and read (DESIGN.md section 4).
+"""Compat endpoints with the exact shapes real RL frameworks send and read (docs/architecture.md, "Wire contracts").
 
 OpenRLHF remote RM, ``POST /get_reward``::
 
@@ -14,7 +14,7 @@ These clients send text, not conversations: an OpenRLHF ``query`` is the decoded
 token ids with special tokens kept (possibly with pad tokens around it); a veRL ``input`` is the
 whole conversation rendered by the chat template, assistant turn included. The server splits such
 text back into (templated prompt, response) and re-encodes it exactly as ``/v1/score`` would encode
-the conversation (``RewardModel.encode_rendered``), so the reward equals direct scoring. The rule:
+the conversation (``ServedModel.encode_rendered``), so the reward equals direct scoring. The rule:
 
 1. strip pad tokens from both ends of the query (and of the prompt);
 2. if the prompt is given and the query starts with it, the response is the rest;
@@ -48,20 +48,19 @@ from a single model (not an ensemble).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rmserve.api.scoring import Job, Scored, compose_reward
+from rmserve.api.models import Selection
+from rmserve.api.pipeline import RequestT, ResponseT, ScoringEndpoint
+from rmserve.api.scoring import Job, Scored
 from rmserve.errors import InvalidInput
 from rmserve.rewards import sigmoid
-
-if TYPE_CHECKING:
-    from rmserve.api.models import Selection
-    from rmserve.api.service import ScoreService
 
 # ── splitting decoded text back into (prompt, response) ────────────────────────────────────────
 
@@ -172,47 +171,54 @@ class GetRewardResponse(BaseModel):
     extra_logs: dict[str, list[float]] = Field(description="Per-query values OpenRLHF logs, by name.")
 
 
-async def get_reward(
-    service: ScoreService, request: GetRewardRequest, *, deadline: float | None = None
-) -> GetRewardResponse:
-    n = len(request.query)
-    for name in ("prompts", "labels"):
-        given = getattr(request, name)
-        if given is not None and len(given) != n:
-            raise InvalidInput(
-                f"`{name}` has {len(given)} entries for {n} queries; send one per query",
-                param=name,
-                code="length_mismatch",
+class GetRewardEndpoint(ScoringEndpoint[GetRewardRequest, GetRewardResponse]):
+    """OpenRLHF's remote reward model protocol (always the default model: the request names none)."""
+
+    def select(self, request: GetRewardRequest) -> Selection:
+        return self.ctx.models.default
+
+    def validate(self, request: GetRewardRequest, selection: Selection) -> None:
+        n = len(request.query)
+        for name in ("prompts", "labels"):
+            given = getattr(request, name)
+            if given is not None and len(given) != n:
+                raise InvalidInput(
+                    f"`{name}` has {len(given)} entries for {n} queries; send one per query",
+                    param=name,
+                    code="length_mismatch",
+                )
+        self.ctx.check_items(n, "query")
+
+    def jobs(self, request: GetRewardRequest, selection: Selection) -> list[Job]:
+        return _text_jobs(selection, request.query, request.prompts, "query")
+
+    def build(self, request: GetRewardRequest, selection: Selection, scored: Scored) -> GetRewardResponse:
+        n = len(request.query)
+        compat_verifier = self.ctx.compat_verifier
+        verifier = (compat_verifier, 1e-6) if compat_verifier and request.labels is not None else None
+        apply_safety = self.ctx.safety_applies(selection, None)
+        rewards, logs = [], {}
+        for i, output in enumerate(scored.outputs):
+            label = request.labels[i] if request.labels is not None else None
+            label = None if label is None or label == "" else label  # OpenRLHF sends "" when a dataset has none
+            composed = self.ctx.compose(
+                output,
+                apply_safety=apply_safety,
+                response="" if verifier is None else _response_of(request, i, selection),
+                verifier=verifier,  # items without a label get sigmoid(reward), like the others' scale
+                ground_truth=str(label) if label is not None else None,
             )
-    selection = service.models.default
-    service.check_items(n, "query")
-    scored = await service.scorer.run(selection, _text_jobs(selection, request.query, request.prompts, "query"),
-                                      deadline=deadline)
-    verifier = (service.compat_verifier, 1e-6) if service.compat_verifier and request.labels is not None else None
-    apply_safety = service.wants_safety(False, selection)
-    rewards, logs = [], {}
-    for i, output in enumerate(scored.outputs):
-        label = request.labels[i] if request.labels is not None else None
-        label = None if label is None or label == "" else label  # OpenRLHF sends "" when a dataset has none
-        composed = compose_reward(
-            output.reward,
-            response="" if verifier is None else _response_of(request, i, selection),
-            verifier=verifier,  # items without a label get sigmoid(reward), like the others' scale
-            ground_truth=str(label) if label is not None else None,
-            safety=output.safety if apply_safety else None,
-            policy=service.safety_policy,
-        )
-        rewards.append(composed.reward)
-        if composed.changed_by:
-            logs.setdefault("raw_reward", []).append(composed.raw_reward)
-        if verifier is not None:
-            logs.setdefault("verified", []).append(1.0 if composed.verified else 0.0)
-        if composed.decision is not None:
-            logs.setdefault("safety_flagged", []).append(1.0 if composed.decision.flagged else 0.0)
-        for name, value in (scored.model_rewards[i] if scored.model_rewards else {}).items():
-            logs.setdefault(f"reward/{name}", []).append(value)
-    logs = {k: v for k, v in logs.items() if len(v) == n}  # only complete columns
-    return GetRewardResponse(rewards=rewards, scores=list(rewards), extra_logs=logs)
+            rewards.append(composed.reward)
+            if composed.changed_by:
+                logs.setdefault("raw_reward", []).append(composed.raw_reward)
+            if verifier is not None:
+                logs.setdefault("verified", []).append(1.0 if composed.verified else 0.0)
+            if composed.decision is not None:
+                logs.setdefault("safety_flagged", []).append(1.0 if composed.decision.flagged else 0.0)
+            for name, value in (scored.model_rewards[i] if scored.model_rewards else {}).items():
+                logs.setdefault(f"reward/{name}", []).append(value)
+        logs = {k: v for k, v in logs.items() if len(v) == n}  # only complete columns
+        return GetRewardResponse(rewards=rewards, scores=list(rewards), extra_logs=logs)
 
 
 def _response_of(request: GetRewardRequest, i: int, selection: Selection) -> str:
@@ -305,70 +311,74 @@ class PoolingResponse(BaseModel):
     usage: UsageInfo = Field(description="Token counts.")
 
 
-async def _score_texts(service: ScoreService, request: _VllmRequest, *, deadline) -> tuple[Selection, Scored, list]:
-    selection = service.models.resolve(request.model)
-    texts = request.texts()
-    service.check_items(len(texts), "input")
-    truncate = request.truncate_prompt_tokens is not None
-    scored = await service.scorer.run(selection, _text_jobs(selection, texts, None, "input", truncate=truncate),
-                                      deadline=deadline)
-    apply_safety = service.wants_safety(False, selection)
-    rewards = [
-        compose_reward(o.reward, safety=o.safety if apply_safety else None, policy=service.safety_policy).reward
-        for o in scored.outputs
-    ]
-    return selection, scored, rewards
+class _TextsEndpoint(ScoringEndpoint[RequestT, ResponseT]):
+    """vLLM-shaped requests: ``input`` is whole conversations rendered with the chat template."""
+
+    def validate(self, request, selection: Selection) -> None:
+        self.ctx.check_items(len(request.texts()), "input")
+
+    def jobs(self, request, selection: Selection) -> list[Job]:
+        truncate = request.truncate_prompt_tokens is not None
+        return _text_jobs(selection, request.texts(), None, "input", truncate=truncate)
+
+    def rewards(self, selection: Selection, scored: Scored) -> list[float]:
+        apply_safety = self.ctx.safety_applies(selection, None)
+        return [self.ctx.compose(o, apply_safety=apply_safety).reward for o in scored.outputs]
+
+    @staticmethod
+    def usage(tokens: int) -> UsageInfo:
+        return UsageInfo(prompt_tokens=tokens, total_tokens=tokens)
 
 
-async def classify(
-    service: ScoreService, request: ClassifyRequest, *, deadline: float | None = None
-) -> ClassifyResponse:
-    selection, scored, rewards = await _score_texts(service, request, deadline=deadline)
-    on = request.activation_on(default=True)
-    data = [
-        ClassificationData(index=i, label="LABEL_0", probs=[sigmoid(r) if on else r], num_classes=1)
-        for i, r in enumerate(rewards)
-    ]
-    usage = UsageInfo(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens)
-    return ClassifyResponse(model=selection.name, data=data, usage=usage)
+class ClassifyEndpoint(_TextsEndpoint[ClassifyRequest, ClassifyResponse]):
+    """vLLM's /classify shape (veRL's reward loop)."""
+
+    def build(self, request: ClassifyRequest, selection: Selection, scored: Scored) -> ClassifyResponse:
+        on = request.activation_on(default=True)
+        data = [
+            ClassificationData(index=i, label="LABEL_0", probs=[sigmoid(r) if on else r], num_classes=1)
+            for i, r in enumerate(self.rewards(selection, scored))
+        ]
+        return ClassifyResponse(model=selection.name, data=data, usage=self.usage(scored.num_tokens))
 
 
-async def pooling(service: ScoreService, request: PoolingRequest, *, deadline: float | None = None) -> PoolingResponse:
-    if request.task == "embed":
-        return await _embed(service, request, deadline=deadline)
-    selection, scored, rewards = await _score_texts(service, request, deadline=deadline)
-    on = request.activation_on(default=False)
-    data = [PoolingData(index=i, data=[sigmoid(r) if on else r]) for i, r in enumerate(rewards)]
-    usage = UsageInfo(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens)
-    return PoolingResponse(model=selection.name, data=data, usage=usage)
+class PoolingEndpoint(_TextsEndpoint[PoolingRequest, PoolingResponse]):
+    """vLLM's /pooling shape: the reward as a one-element vector, or (task=embed) the pooled hidden state."""
 
+    async def __call__(self, request: PoolingRequest, *, deadline: float | None = None) -> PoolingResponse:
+        if request.task == "embed":
+            return await self.embed(request)
+        return await super().__call__(request, deadline=deadline)
 
-async def _embed(service: ScoreService, request: PoolingRequest, *, deadline) -> PoolingResponse:
-    import asyncio
+    def build(self, request: PoolingRequest, selection: Selection, scored: Scored) -> PoolingResponse:
+        on = request.activation_on(default=False)
+        rewards = self.rewards(selection, scored)
+        data = [PoolingData(index=i, data=[sigmoid(r) if on else r]) for i, r in enumerate(rewards)]
+        return PoolingResponse(model=selection.name, data=data, usage=self.usage(scored.num_tokens))
 
-    selection = service.models.resolve(request.model)
-    if selection.is_ensemble:
-        raise InvalidInput(
-            f"task=embed needs one model that exposes its hidden states; {selection.name!r} does not "
-            f"(name one of {', '.join(map(repr, service.models.names))})",
-            param="task",
-            code="unsupported_task",
+    async def embed(self, request: PoolingRequest) -> PoolingResponse:
+        """Not a scoring run: the hidden states come from the model on its worker thread (run_exclusive)."""
+        selection = self.select(request)
+        if selection.is_ensemble:
+            raise InvalidInput(
+                f"task=embed needs one model that exposes its hidden states; {selection.name!r} does not "
+                f"(name one of {', '.join(map(repr, self.ctx.models.names))})",
+                param="task",
+                code="unsupported_task",
+            )
+        self.validate(request, selection)
+        engine, model = selection.primary.engine, selection.primary.model
+        jobs = self.jobs(request, selection)
+        with engine.try_admit(len(jobs)):
+            (encoded,) = await self.ctx.scorer.preprocess(selection, jobs)
+            vectors = await asyncio.wrap_future(engine.run_exclusive(_pooled_states, model, encoded))
+        if request.activation_on(default=True):
+            vectors = [_l2_normalize(v) for v in vectors]
+        return PoolingResponse(
+            model=selection.name,
+            data=[PoolingData(index=i, data=v) for i, v in enumerate(vectors)],
+            usage=self.usage(sum(e.num_tokens for e in encoded)),
         )
-    texts = request.texts()
-    service.check_items(len(texts), "input")
-    engine, model = selection.primary.engine, selection.primary.model
-    jobs = _text_jobs(selection, texts, None, "input", truncate=request.truncate_prompt_tokens is not None)
-    with engine.try_admit(len(jobs)):
-        (encoded,) = await service.scorer.preprocess(selection, jobs)
-        vectors = await asyncio.wrap_future(engine.run_exclusive(_pooled_states, model, encoded))
-    if request.activation_on(default=True):
-        vectors = [_l2_normalize(v) for v in vectors]
-    tokens = sum(e.num_tokens for e in encoded)
-    return PoolingResponse(
-        model=selection.name,
-        data=[PoolingData(index=i, data=v) for i, v in enumerate(vectors)],
-        usage=UsageInfo(prompt_tokens=tokens, total_tokens=tokens),
-    )
 
 
 def _pooled_states(model, encoded) -> list[list[float]]:
@@ -385,6 +395,6 @@ def _l2_normalize(vector: list[float]) -> list[float]:
 
 __all__ = [
     "ClassificationData", "ClassifyRequest", "ClassifyResponse", "GetRewardRequest", "GetRewardResponse",
-    "PoolingData", "PoolingRequest", "PoolingResponse", "UsageInfo", "classify", "get_reward", "pooling",
-    "split_conversation",
+    "ClassifyEndpoint", "GetRewardEndpoint", "PoolingData", "PoolingEndpoint", "PoolingRequest", "PoolingResponse",
+    "UsageInfo", "split_conversation",
 ]

@@ -1,4 +1,4 @@
-"""POST /v1/critique: MM-RLHF critique-based scoring (DESIGN.md section 5), whole or streamed.
+"""POST /v1/critique: MM-RLHF critique-based scoring (docs/architecture.md), whole or streamed.
 
     validate -> admit -> decode images, encode the evaluator prompt (pool: errors before any text)
     -> generate the critique greedily on the engine's worker (``Engine.run_exclusive``; the model is
@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from rmserve.api.context import ServingContext
 from rmserve.api.protocol import Conversation, _not_blank
 from rmserve.api.scoring import here
 from rmserve.engine import TokenStream
@@ -38,9 +39,6 @@ from rmserve.models.critique import (
     scored_item,
 )
 from rmserve.models.types import ScoreItem
-
-if TYPE_CHECKING:
-    from rmserve.api.service import ScoreService
 
 
 class CritiqueRequest(Conversation):
@@ -100,12 +98,14 @@ _LACKS = (
 
 
 async def critique_stream(
-    service: ScoreService, request: CritiqueRequest, *, deadline: float | None = None
+    ctx: ServingContext, request: CritiqueRequest, *, deadline: float | None = None
 ) -> AsyncIterator[CritiqueChunk]:
-    selection = service.models.capable(
+    """The critique as it is generated: text chunks, then a final chunk with the reward. Validation
+    errors are raised by the first ``__anext__``, before any chunk."""
+    selection = ctx.models.capable(
         request.model, lambda m: can_critique(m.model), lacks=_LACKS, code="not_a_critique_model"
     )
-    service.check_images(len(request.images), selection, "images")
+    ctx.check_images(len(request.images), selection, "images")
     engine, model = selection.primary.engine, selection.primary.model
     config = CritiqueConfig.of(model) or CritiqueConfig()
     if request.max_new_tokens is not None:
@@ -115,7 +115,7 @@ async def critique_stream(
             generation["min_new_tokens"] = min(generation["min_new_tokens"], cap)
         config = dataclasses.replace(config, max_new_tokens=cap, generation=generation)
     with engine.try_admit(1) as permit:
-        decoded = await service.scorer.load_images(request.images, here)
+        decoded = await ctx.scorer.load_images(request.images, here)
         item = ScoreItem(
             response=request.response,
             prompt=request.prompt,
@@ -147,10 +147,10 @@ async def critique_stream(
 
 
 async def critique(
-    service: ScoreService, request: CritiqueRequest, *, deadline: float | None = None
+    ctx: ServingContext, request: CritiqueRequest, *, deadline: float | None = None
 ) -> CritiqueResponse:
     final = None
-    async for chunk in critique_stream(service, request, deadline=deadline):
+    async for chunk in critique_stream(ctx, request, deadline=deadline):
         final = chunk
     assert final is not None and final.done
     return CritiqueResponse(critique=final.critique or "", reward=final.reward, model=final.model, usage=final.usage)

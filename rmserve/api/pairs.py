@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, field_validator
 
+from rmserve.api.models import Selection
+from rmserve.api.pipeline import RequestT, ResponseT, ScoringEndpoint
 from rmserve.api.protocol import Conversation, Usage, _not_blank
-from rmserve.api.scoring import Job, Scored, compose_reward
+from rmserve.api.scoring import Job, Scored
 from rmserve.errors import Loc
 from rmserve.rewards import sigmoid
-
-if TYPE_CHECKING:
-    from rmserve.api.service import ScoreService
 
 MAX_BETA_PARAM = 1000.0
 # MM-DPO defaults (beta_ori, w, k).
@@ -149,72 +148,78 @@ class RankResponse(BaseModel):
 # ── serving ────────────────────────────────────────────────────────────────────────────────────
 
 
-def _conversation_jobs(request: Conversation, responses: list[tuple[str, str]]) -> list[Job]:
-    """One job per (response, its param name), sharing the conversation (its images are decoded once)."""
-    messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
-    jobs = []
-    for text, name in responses:
-        def where(loc: Loc, name: str = name) -> Loc:
-            return (name,) if loc in ((), ("response",)) else loc
+class _ConversationEndpoint(ScoringEndpoint[RequestT, ResponseT]):
+    """N responses to one conversation: its images are decoded once, errors point at each response."""
 
-        jobs.append(Job(response=text, where=where, prompt=request.prompt, messages=messages,
-                        truncate=request.truncate))
-    return jobs
+    def responses(self, request: RequestT) -> list[tuple[str, Loc]]:
+        """(text, its field's location) per response."""
+        raise NotImplementedError
 
+    def validate(self, request, selection: Selection) -> None:
+        self.ctx.check_items(len(self.responses(request)), "responses")
+        self.ctx.check_images(len(request.images), selection, "images")
 
-async def _score_conversation(service: ScoreService, request, responses: list[tuple[str, str]], *, deadline):
-    selection = service.models.resolve(request.model)
-    service.check_items(len(responses), "responses")
-    service.check_images(len(request.images), selection, "images")
-    jobs = _conversation_jobs(request, responses)
-    scored = await service.scorer.run(selection, jobs, deadline=deadline, shared_images=request.images)
-    return selection, scored, _final_rewards(service, request, selection, scored)
+    def shared_images(self, request) -> Sequence:
+        return request.images
 
+    def jobs(self, request, selection: Selection) -> list[Job]:
+        messages = [m.model_dump() for m in request.messages] if request.messages is not None else None
+        jobs = []
+        for text, field in self.responses(request):
+            def where(loc: Loc, field: Loc = field) -> Loc:
+                return field if loc in ((), ("response",)) else loc
 
-def _final_rewards(service: ScoreService, request, selection, scored: Scored) -> list[float]:
-    asked = request.apply_safety if request.apply_safety is not None else service.apply_safety_always
-    if not (asked and selection.first_with("safety") is not None):
-        return [o.reward for o in scored.outputs]
-    return [
-        compose_reward(o.reward, safety=o.safety, policy=service.safety_policy).reward for o in scored.outputs
-    ]
+            jobs.append(Job(response=text, where=where, prompt=request.prompt, messages=messages,
+                            truncate=request.truncate))
+        return jobs
 
-
-def _usage(scored: Scored, n: int) -> Usage:
-    return Usage(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens, items=n)
+    def rewards(self, request, selection: Selection, scored: Scored) -> list[float]:
+        """Each response's reward, after the safety policy when it applies."""
+        apply_safety = self.ctx.safety_applies(selection, request.apply_safety)
+        return [self.ctx.compose(o, apply_safety=apply_safety).reward for o in scored.outputs]
 
 
-async def compare(service: ScoreService, request: CompareRequest, *, deadline: float | None = None) -> CompareResponse:
-    responses = [(request.response_a, "response_a"), (request.response_b, "response_b")]
-    selection, scored, (reward_a, reward_b) = await _score_conversation(service, request, responses, deadline=deadline)
-    prob, margin = compare_rewards(reward_a, reward_b)
-    return CompareResponse(
-        reward_a=reward_a,
-        reward_b=reward_b,
-        prob_a_better=prob,
-        margin=margin,
-        beta=dynamic_beta(margin, request.beta0, request.w, request.k),
-        model=selection.name,
-        usage=_usage(scored, 2),
-    )
+class CompareEndpoint(_ConversationEndpoint[CompareRequest, CompareResponse]):
+    """Pairwise: rewards of two responses, P(a better), margin and MM-DPO's dynamic beta."""
+
+    def responses(self, request: CompareRequest) -> list[tuple[str, Loc]]:
+        return [(request.response_a, ("response_a",)), (request.response_b, ("response_b",))]
+
+    def build(self, request: CompareRequest, selection: Selection, scored: Scored) -> CompareResponse:
+        reward_a, reward_b = self.rewards(request, selection, scored)
+        prob, margin = compare_rewards(reward_a, reward_b)
+        return CompareResponse(
+            reward_a=reward_a,
+            reward_b=reward_b,
+            prob_a_better=prob,
+            margin=margin,
+            beta=dynamic_beta(margin, request.beta0, request.w, request.k),
+            model=selection.name,
+            usage=self.ctx.usage(scored, 2),
+        )
 
 
-async def rank(service: ScoreService, request: RankRequest, *, deadline: float | None = None) -> RankResponse:
-    responses = [(text, f"responses.{i}") for i, text in enumerate(request.responses)]
-    selection, scored, rewards = await _score_conversation(service, request, responses, deadline=deadline)
-    order, chosen, rejected = rank_rewards(rewards, min_margin=request.min_margin)
-    shown = order[: request.top_k] if request.top_k else order
-    return RankResponse(
-        ranking=[Ranked(index=i, reward=rewards[i]) for i in shown],
-        chosen_index=chosen,
-        rejected_index=rejected,
-        margin=rewards[chosen] - rewards[rejected] if rejected >= 0 else None,
-        model=selection.name,
-        usage=_usage(scored, len(rewards)),
-    )
+class RankEndpoint(_ConversationEndpoint[RankRequest, RankResponse]):
+    """Best-of-N: N responses ranked best first, and a chosen/rejected pair for DPO."""
+
+    def responses(self, request: RankRequest) -> list[tuple[str, Loc]]:
+        return [(text, ("responses", i)) for i, text in enumerate(request.responses)]
+
+    def build(self, request: RankRequest, selection: Selection, scored: Scored) -> RankResponse:
+        rewards = self.rewards(request, selection, scored)
+        order, chosen, rejected = rank_rewards(rewards, min_margin=request.min_margin)
+        shown = order[: request.top_k] if request.top_k else order
+        return RankResponse(
+            ranking=[Ranked(index=i, reward=rewards[i]) for i in shown],
+            chosen_index=chosen,
+            rejected_index=rejected,
+            margin=rewards[chosen] - rewards[rejected] if rejected >= 0 else None,
+            model=selection.name,
+            usage=self.ctx.usage(scored, len(rewards)),
+        )
 
 
 __all__ = [
     "BETA0", "K", "W", "CompareRequest", "CompareResponse", "RankRequest", "RankResponse", "Ranked",
-    "compare", "compare_rewards", "dynamic_beta", "rank", "rank_rewards",
+    "CompareEndpoint", "RankEndpoint", "compare_rewards", "dynamic_beta", "rank_rewards",
 ]

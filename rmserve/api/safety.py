@@ -9,16 +9,14 @@ answers. The policy (``rmserve.safety``) decides ``flagged``, ``flagged_categori
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rmserve.api.models import Selection
+from rmserve.api.pipeline import ScoringEndpoint
 from rmserve.api.protocol import Conversation, SafetyAction, Usage, _not_blank
-from rmserve.api.scoring import compose_reward, jobs_from_items
+from rmserve.api.scoring import Job, Scored, jobs_from_items
+from rmserve.models.types import ScoreOutput
 from rmserve.safety import category_name
-
-if TYPE_CHECKING:
-    from rmserve.api.service import ScoreService
 
 
 class SafetyItemIn(Conversation):
@@ -57,44 +55,50 @@ class SafetyResponse(BaseModel):
     usage: Usage = Field(description="What the request cost.")
 
 
-def _has_safety(member) -> bool:
-    return "safety" in member.info.heads
+class SafetyEndpoint(ScoringEndpoint[SafetyRequest, SafetyResponse]):
+    """Per-category hazard probabilities, flagged categories and the policy's action, per item. The policy
+    always applies here: it is what the endpoint reports."""
 
-
-async def classify_safety(
-    service: ScoreService, request: SafetyRequest, *, deadline: float | None = None
-) -> SafetyResponse:
-    selection = service.models.capable(
-        request.model, _has_safety, lacks="has no safety head (see GET /v1/models)", code="no_safety_head"
-    )
-    service.check_items(len(request.items), "items")
-    for i, item in enumerate(request.items):
-        service.check_images(len(item.images), selection, f"items.{i}.images")
-    jobs = jobs_from_items(request.items)
-    scored = await service.scorer.run(selection, jobs, deadline=deadline)
-    items = []
-    for output in scored.outputs:
-        probabilities = output.safety or {}
-        composed = compose_reward(output.reward, safety=probabilities, policy=service.safety_policy)
-        decision = composed.decision
-        assert decision is not None
-        items.append(
-            SafetyItemOut(
-                categories=probabilities,
-                flagged=decision.flagged,
-                flagged_categories=list(decision.flagged_categories),
-                action=decision.action,
-                reward=composed.reward,
-                raw_reward=composed.raw_reward,
-            )
+    def select(self, request: SafetyRequest) -> Selection:
+        return self.ctx.models.capable(
+            request.model,
+            lambda member: "safety" in member.info.heads,
+            lacks="has no safety head (see GET /v1/models)",
+            code="no_safety_head",
         )
-    categories = selection.primary.info.safety_categories
-    return SafetyResponse(
-        items=items,
-        taxonomy={c: category_name(c) for c in categories},
-        model=selection.name,
-        usage=Usage(prompt_tokens=scored.num_tokens, total_tokens=scored.num_tokens, items=len(items)),
-    )
+
+    def validate(self, request: SafetyRequest, selection: Selection) -> None:
+        self.ctx.check_items(len(request.items), "items")
+        for i, item in enumerate(request.items):
+            self.ctx.check_images(len(item.images), selection, ("items", i, "images"))
+
+    def jobs(self, request: SafetyRequest, selection: Selection) -> list[Job]:
+        return jobs_from_items(request.items)
+
+    def build(self, request: SafetyRequest, selection: Selection, scored: Scored) -> SafetyResponse:
+        items = []
+        for output in scored.outputs:
+            probabilities = output.safety or {}
+            composed = self.ctx.compose(ScoreOutput(output.reward, safety=probabilities), apply_safety=True)
+            decision = composed.decision
+            assert decision is not None
+            items.append(
+                SafetyItemOut(
+                    categories=probabilities,
+                    flagged=decision.flagged,
+                    flagged_categories=list(decision.flagged_categories),
+                    action=decision.action,
+                    reward=composed.reward,
+                    raw_reward=composed.raw_reward,
+                )
+            )
+        categories = selection.primary.info.safety_categories
+        return SafetyResponse(
+            items=items,
+            taxonomy={c: category_name(c) for c in categories},
+            model=selection.name,
+            usage=self.ctx.usage(scored, len(items)),
+        )
 
 
-__all__ = ["SafetyItemIn", "SafetyItemOut", "SafetyRequest", "SafetyResponse", "classify_safety"]
+__all__ = ["SafetyEndpoint", "SafetyItemIn", "SafetyItemOut", "SafetyRequest", "SafetyResponse"]

@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rmserve.api.images import decode_base64_image, decode_image_bytes
+from rmserve.api.context import ServingContext
+from rmserve.api.images import ImageLimits, decode_base64_image, decode_image_bytes
 from rmserve.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from rmserve.api.service import ScoreService
 
 
 class ImageUploadRequest(BaseModel):
@@ -38,13 +36,14 @@ class ImageUploadResponse(BaseModel):
     bytes: int = Field(description="Size of the uploaded file.")
 
 
-def decode_upload_json(service: ScoreService, request: ImageUploadRequest) -> bytes:
+def decode_upload_json(request: ImageUploadRequest, limits: ImageLimits) -> bytes:
     """The file bytes of a JSON upload (checks the encoded size before decoding)."""
-    return decode_base64_image(request.image, service.images.limits, param="image")
+    return decode_base64_image(request.image, limits, param="image")
 
 
-async def upload_image(service: ScoreService, data: bytes) -> ImageUploadResponse:
-    cache = service.images.cache
+async def upload_image(ctx: ServingContext, data: bytes) -> ImageUploadResponse:
+    """Keep an image (by the sha256 of its bytes) so later requests can send ``{"sha256": ...}``."""
+    cache = ctx.images.cache
     if cache is None:
         raise InvalidInput(
             "image uploads need the image cache, which this server runs without (image_cache_mb=0); "
@@ -58,7 +57,7 @@ async def upload_image(service: ScoreService, data: bytes) -> ImageUploadRespons
     found = cache.get(digest)
     if found is None:
         decode = functools.partial(decode_image_bytes, param="image")
-        found = await service.engine.run_in_pool(decode, data, service.images.limits)
+        found = await ctx.models.primary.run_in_pool(decode, data, ctx.images.limits)
         cache.put(found)
         if cache.get(digest) is None:
             raise InvalidInput(

@@ -48,7 +48,7 @@ async def upload_image(request: Request, service: Service) -> ImageUploadRespons
             upload = ImageUploadRequest.model_validate_json(body or b"null")
         except ValidationError as exc:
             raise invalid_input_from_errors(exc.errors()) from None
-        data = decode_upload_json(service, upload)
+        data = decode_upload_json(upload, service.images.limits)
     elif content_type.startswith("multipart/form-data"):
         data = _multipart_file(body, request.headers["content-type"])
     else:
