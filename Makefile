@@ -1,6 +1,6 @@
 # rmserve developer entry points. Every target creates or updates .venv itself.
 #   make serve   serve the default model on http://127.0.0.1:8000 (SERVE_ARGS="--port 9000 ..." to change)
-#   make test    lint + the default test suite
+#   make test    lint (ruff + import-layer contracts) + the default test suite
 #   make test-ops  the long operations runs: overload at 4x capacity for 60 s, 1000 schemathesis cases (~3 min)
 #   make proto   regenerate the gRPC stubs (clients/python/rmserve_client/_proto) from proto/
 #   make load    a local server under locust (REST, then gRPC) and a report in load/results/
@@ -29,8 +29,10 @@ install: $(STAMP)
 serve: install
 	$(VENV)/bin/rmserve serve $(SERVE_ARGS)
 
+# ruff, then the import-layer contracts in .importlinter (docs/architecture.md, "Layers").
 lint: install
 	$(VENV)/bin/ruff check .
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports --no-cache
 
 test: lint
 	$(PY) -m pytest -q

@@ -8,10 +8,8 @@ prompt's ids exactly (what prefix sharing needs).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ..errors import InvalidInput
-from .types import ScoreItem
+from .types import ScoreItem, TurnMarkers
 
 ROLES = ("system", "user", "assistant")
 
@@ -79,22 +77,6 @@ def render(tokenizer, item: ScoreItem, response: str | None = None) -> tuple[str
 
 
 _SENTINEL = "RMSERVE_RESPONSE_SENTINEL"
-
-
-@dataclass(frozen=True)
-class TurnMarkers:
-    """Where a chat template puts an assistant reply, learned by rendering a probe conversation.
-
-    ``assistant_start``: the generation prompt (text that opens an assistant turn, e.g.
-    ``<|im_start|>assistant\n``); ``response_prefix``: text the template adds between that and the
-    reply's content (usually empty); ``assistant_end``: what closes the reply, trailing whitespace
-    removed (e.g. ``<|im_end|>``), so ``response_prefix + reply + assistant_end`` is exactly the
-    response text ``render`` produces for that reply.
-    """
-
-    assistant_start: str
-    response_prefix: str
-    assistant_end: str
 
 
 def turn_markers(tokenizer) -> TurnMarkers | None:

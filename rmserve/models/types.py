@@ -21,8 +21,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from PIL import Image
 
-    from .template import TurnMarkers
-
 
 @dataclass
 class ScoreItem:
@@ -104,6 +102,22 @@ class ServingOptions:
     max_forward_tokens: int | None = None  # cut a batch into forward calls of at most this many tokens
     vision_cache_bytes: int = 0  # vision-encoder outputs by image content; 0 disables
     prompt_cache_bytes: int = 0  # preprocessed image prompts by text + image hashes; 0 disables
+
+
+@dataclass(frozen=True)
+class TurnMarkers:
+    """Where a chat template puts an assistant reply, learned by rendering a probe conversation.
+
+    ``assistant_start``: the generation prompt (text that opens an assistant turn, e.g.
+    ``<|im_start|>assistant\n``); ``response_prefix``: text the template adds between that and the
+    reply's content (usually empty); ``assistant_end``: what closes the reply, trailing whitespace
+    removed (e.g. ``<|im_end|>``), so ``response_prefix + reply + assistant_end`` is exactly the
+    response text ``render`` produces for that reply.
+    """
+
+    assistant_start: str
+    response_prefix: str
+    assistant_end: str
 
 
 class Tokenizer(Protocol):
