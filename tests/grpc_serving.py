@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 import uvicorn
-from rmserve_client._proto import reward_pb2_grpc as pb_grpc
+from rmserve_client.proto import reward_pb2_grpc as pb_grpc
 
 from rmserve.server.state import AppState
 from tests.fakes import FakeRewardModel

@@ -19,7 +19,7 @@ from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from rmserve_client._proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2 as pb
 
 from tests.conftest import png_bytes
 from tests.fakes import FakeRewardModel

@@ -13,7 +13,7 @@ import time
 import grpc
 import httpx
 import pytest
-from rmserve_client._proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2 as pb
 
 from rmserve.config import ServerConfig
 from rmserve.server import create_app

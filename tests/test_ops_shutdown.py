@@ -18,8 +18,8 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rmserve_client._proto import reward_pb2 as pb
-from rmserve_client._proto import reward_pb2_grpc as pb_grpc
+from rmserve_client.proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2_grpc as pb_grpc
 
 from rmserve.server.shutdown import drain
 from tests.fakes import FakeRewardModel

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from rmserve_client._proto import reward_pb2 as pb
-from rmserve_client._proto import reward_pb2_grpc as pb_grpc
+from rmserve_client.proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2_grpc as pb_grpc
 
 from rmserve.config import ServerConfig
 from rmserve.server import create_app

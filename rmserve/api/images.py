@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from PIL import Image, UnidentifiedImageError
 
-from rmserve.errors import InvalidInput
+from rmserve.errors import InvalidInput, Param
 from rmserve.lru import ByteLRU
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ class ImageLimits:
     max_bytes: int = 20 * 1024 * 1024
 
 
-def decode_base64_image(data: str, limits: ImageLimits, *, param: str | None = None) -> bytes:
+def decode_base64_image(data: str, limits: ImageLimits, *, param: Param | None = None) -> bytes:
     """The file bytes of a ``data:image/...;base64,`` URL or raw base64 text."""
     match = _DATA_URL.match(data)
     if match:
@@ -112,7 +112,19 @@ def decode_base64_image(data: str, limits: ImageLimits, *, param: str | None = N
     return raw
 
 
-def decode_image_bytes(raw: bytes, limits: ImageLimits, *, param: str | None = None) -> DecodedImage:
+def check_image_bytes(raw: bytes, limits: ImageLimits, *, param: Param | None = None) -> bytes:
+    """Image file bytes as given (gRPC ``Image.data``): refused when empty, with the code an empty base64
+    string gets over REST (the two transports agree), or over the size limit."""
+    if not raw:
+        raise InvalidInput("image data is empty", param=param, code="invalid_base64")
+    if len(raw) > limits.max_bytes:
+        raise InvalidInput(
+            f"image is {len(raw)} bytes, over the limit of {limits.max_bytes}", param=param, code="image_too_large"
+        )
+    return raw
+
+
+def decode_image_bytes(raw: bytes, limits: ImageLimits, *, param: Param | None = None) -> DecodedImage:
     """Decode image file bytes to an RGB image, refusing bombs before decoding pixels."""
     if len(raw) > limits.max_bytes:
         raise InvalidInput(
@@ -202,7 +214,7 @@ class ImageLoader:
         self.base_dir = base_dir  # set only for offline scoring: lets items name local files
         self.fetcher = fetcher  # set only with --allow-image-urls (api/fetch.py vets every address)
 
-    def load(self, spec: str | dict | object, *, param: str) -> DecodedImage:
+    def load(self, spec: str | dict | object, *, param: Param) -> DecodedImage:
         sha = getattr(spec, "sha256", None) or (spec.get("sha256") if isinstance(spec, dict) else None)
         if sha is not None:
             found = self.cache.get(sha) if self.cache else None
@@ -214,13 +226,12 @@ class ImageLoader:
                     code="image_not_found",
                 )
             return found
-        if not isinstance(spec, str):
+        if isinstance(spec, bytes):  # gRPC's Image.data: the file's bytes, no base64 in between
+            raw = check_image_bytes(spec, self.limits, param=param)
+        elif not isinstance(spec, str):
             raise InvalidInput('image must be a data URL string or a {"sha256": ...} object', param=param)
-        raw = self._read_local(spec, param) if self.base_dir is not None else None
-        if raw is None and self.fetcher is not None and is_url(spec):
-            raw = self.fetcher.fetch(spec, param=param)
-        if raw is None:
-            raw = decode_base64_image(spec, self.limits, param=param)
+        else:
+            raw = self._read_spec(spec, param)
         if self.cache is not None:
             found = self.cache.get(hashlib.sha256(raw).hexdigest())
             if found is not None:
@@ -230,7 +241,16 @@ class ImageLoader:
             self.cache.put(decoded)
         return decoded
 
-    def _read_local(self, spec: str, param: str) -> bytes | None:
+    def _read_spec(self, spec: str, param: Param) -> bytes:
+        """The file bytes a string image names: a local file (offline scoring), a URL, or base64."""
+        raw = self._read_local(spec, param) if self.base_dir is not None else None
+        if raw is None and self.fetcher is not None and is_url(spec):
+            raw = self.fetcher.fetch(spec, param=param)
+        if raw is None:
+            raw = decode_base64_image(spec, self.limits, param=param)
+        return raw
+
+    def _read_local(self, spec: str, param: Param) -> bytes | None:
         if spec.startswith("data:") or len(spec) > 4096:
             return None
         path = spec if os.path.isabs(spec) else os.path.join(self.base_dir or ".", spec)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from rmserve.errors import FieldMessage, InvalidInput
 
@@ -31,17 +32,20 @@ class ImageRef(BaseModel):
 
 
 def _image_kind(value: Any) -> str:
+    if isinstance(value, bytes):
+        return "bytes"
     return "ref" if isinstance(value, dict | ImageRef) else "data"
 
 
 # Tags name the union members in validation error paths; the REST layer strips them again
-# (``items.0.images.1.data`` -> ``items.0.images.1``), see ``UNION_TAGS``.
+# (``items.0.images.1.data`` -> ``items.0.images.1``), see ``UNION_TAGS``. ``bytes`` is how gRPC's
+# ``Image.data`` arrives (server/rpc/codec.py): never from JSON, so it is not in the REST schema.
 ImageInput = Annotated[
-    Annotated[str, Tag("data")] | Annotated[ImageRef, Tag("ref")],
+    Annotated[str, Tag("data")] | Annotated[ImageRef, Tag("ref")] | Annotated[SkipJsonSchema[bytes], Tag("bytes")],
     Discriminator(_image_kind),
 ]
 # ``str | list[str]`` unions (compat ``input``) tag their members with type names: strip those too.
-UNION_TAGS = frozenset({"data", "ref", "str", "int", "float", "bool"})
+UNION_TAGS = frozenset({"data", "ref", "bytes", "str", "int", "float", "bool"})
 
 
 class Message(BaseModel):

@@ -22,8 +22,8 @@ try:
     from google.protobuf import json_format
     from google.protobuf.message import Message
 
-    from rmserve_client._proto import reward_pb2 as pb
-    from rmserve_client._proto import reward_pb2_grpc as pb_grpc
+    from rmserve_client.proto import reward_pb2 as pb
+    from rmserve_client.proto import reward_pb2_grpc as pb_grpc
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         f"grpc:// URLs need the gRPC extra: pip install 'rmserve-client[grpc]' ({exc})"

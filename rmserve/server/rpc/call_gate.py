@@ -20,7 +20,7 @@ import grpc
 from google.protobuf import message_factory
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health
-from rmserve_client._proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2 as pb
 
 from rmserve.errors import InvalidInput
 from rmserve.server.logs import request_id, request_id_var

@@ -1,145 +1,182 @@
-"""proto <-> the REST wire types (pydantic), so gRPC calls the same service methods as REST.
+"""The one gRPC codec: proto messages <-> the REST wire types (pydantic), for every RPC alike.
 
-Requests become the REST JSON body first, then the REST pydantic type validates them: one set of
-rules, and validation errors name fields with the same dotted paths (``items.0.response``).
-Field names in the .proto match the JSON names, so the generic path is
-``json_format.MessageToDict`` -> a few fix-ups -> ``Model.model_validate`` and, for responses,
-``model_dump`` -> ``json_format.ParseDict``. Score, the hot path, converts field by field.
+Requests: ``decode(message, RestType)`` walks the message by its descriptor into the REST body and lets
+the REST pydantic type validate it: one set of rules, and errors name fields with the same dotted paths
+(``items.0.response``). Field names in the .proto are the JSON names (tests/test_grpc_contract.py), so
+no per-message code is needed. Image ``data`` stays ``bytes`` all the way to the image loader (no base64
+in between); ``{"sha256": h}`` stays a reference.
 
-Fix-ups from proto to JSON: image ``data`` bytes become raw base64 (the REST inline form),
-``{"sha256": h}`` stays a reference; empty ``model`` / ``messages`` / stream-only ``id`` and
-``return`` are dropped (proto3 has no "unset" for them); ``Output`` enums become names.
+Proto3 has no "unset" for plain scalars, so the walk keeps fields with presence (``optional``, message
+fields, oneofs) only when set, and every other field as it is, except: an empty ``model`` or ``on_reject``
+(the server's default), empty ``messages`` (the prompt is used), a ScoreItem's ``id`` (gRPC only) and
+``return`` (ScoreStream only). ``Output`` enums become their REST names.
+
+Responses: ``encode(value, ProtoType)`` sets the message's fields from the REST response's dump (fields
+the proto lacks are dropped; non-finite floats go through as they are).
 """
 
 from __future__ import annotations
 
-import base64
-import math
+import functools
 from typing import Any, TypeVar
 
-from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message as ProtoMessage
 from pydantic import BaseModel, ValidationError
-from rmserve_client._proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2 as pb
 
-from rmserve.api.protocol import ScoreItemOut, ScoreRequest, ScoreResponse, invalid_input_from_errors
+from rmserve.api.protocol import ScoreRequest, invalid_input_from_errors
 from rmserve.errors import InvalidInput, Loc, RMServeError
 
 M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=ProtoMessage)
 
 OUTPUT_NAMES = {pb.OUTPUT_REWARD: "reward", pb.OUTPUT_ATTRIBUTES: "attributes", pb.OUTPUT_SAFETY: "safety"}
-_ENUM_NAMES = {pb.Output.Name(k): v for k, v in OUTPUT_NAMES.items()}
+_DEFAULT_WHEN_EMPTY = frozenset({"model", "on_reject", "messages"})  # "" / [] means "the server's default"
+_GRPC_ONLY = frozenset({"id"})
+
+
+# ── requests ───────────────────────────────────────────────────────────────────────────────────
+
+
+def decode(message: ProtoMessage, model: type[M]) -> M:
+    """A request message as the REST request type (InvalidInput naming the field if it is not one)."""
+    return validate(model, to_body(message, ()))
 
 
 def validate(model: type[M], body: dict[str, Any]) -> M:
-    """``model.model_validate(body)`` with pydantic's errors turned into one InvalidInput naming the field."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
         raise invalid_input_from_errors(exc.errors()) from None
 
 
-# ── Score (field by field: the hot path) ───────────────────────────────────────────────────────
+def to_body(message: ProtoMessage, loc: Loc, *, keep_return: bool = True) -> dict[str, Any]:
+    """The REST JSON body of ``message`` (``loc``: where it sits in the request, for errors)."""
+    body: dict[str, Any] = {}
+    for name, field, presence, kind in _plan(message.DESCRIPTOR):
+        if name == "return" and not keep_return:
+            continue
+        if presence and not message.HasField(name):
+            continue
+        value = getattr(message, name)
+        if kind == _MAP:
+            value = dict(value)
+        elif kind == _REPEATED:
+            value = [_scalar(field, v, (*loc, name, i)) for i, v in enumerate(value)]
+        elif kind == _NESTED:
+            value = _scalar(field, value, (*loc, name))
+        if name in _DEFAULT_WHEN_EMPTY and not value:
+            continue
+        if name == "return" and not value:
+            continue
+        body[name] = value
+    return body
 
 
-def image_to_wire(image: pb.Image, *, param: str) -> str | dict[str, str]:
-    kind = image.WhichOneof("source")
-    if kind == "data":
-        # Raw base64 is the loader's inline form; an empty image fails there with invalid_base64.
-        return base64.b64encode(image.data).decode("ascii")
-    if kind == "sha256":
-        return {"sha256": image.sha256}
-    raise InvalidInput("image has neither `data` nor `sha256` set", param=param, code="invalid_image")
+_PLAIN, _MAP, _REPEATED, _NESTED = range(4)
 
 
-def outputs_to_wire(values: Any, *, param: str) -> list[str]:
-    names = []
-    for j, value in enumerate(values):
+@functools.cache
+def _plan(descriptor: Any) -> tuple[tuple[str, FieldDescriptor, bool, int], ...]:
+    """Per message type, once: each field's name, presence and how to convert it (the hot path reads this)."""
+    plan = []
+    for field in descriptor.fields:
+        if field.name in _GRPC_ONLY:
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            kind = _MAP
+        elif field.is_repeated:
+            kind = _REPEATED
+        elif field.message_type is not None or field.enum_type is not None:
+            kind = _NESTED
+        else:
+            kind = _PLAIN
+        plan.append((field.name, field, field.has_presence, kind))
+    return tuple(plan)
+
+
+def _scalar(field: FieldDescriptor, value: Any, loc: Loc) -> Any:
+    if field.message_type is pb.Image.DESCRIPTOR:
+        return _image(value, loc)
+    if field.message_type is not None:
+        return to_body(value, loc)
+    if field.enum_type is pb.Output.DESCRIPTOR:
         name = OUTPUT_NAMES.get(value)
         if name is None:
             raise InvalidInput(
                 f"unknown output {value}; use OUTPUT_REWARD, OUTPUT_ATTRIBUTES or OUTPUT_SAFETY",
-                param=f"{param}.{j}",
+                param=loc,
                 code="invalid_output",
             )
-        names.append(name)
-    return names
+        return name
+    return value
 
 
-def item_to_wire(item: pb.ScoreItem, *, param: str) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "response": item.response,
-        "images": [image_to_wire(im, param=f"{param}.images.{j}") for j, im in enumerate(item.images)],
-        "truncate": item.truncate,
-    }
-    if item.HasField("prompt"):
-        body["prompt"] = item.prompt
-    if item.messages:
-        body["messages"] = [{"role": m.role, "content": m.content} for m in item.messages]
-    if item.HasField("group"):
-        body["group"] = item.group
-    if item.HasField("ground_truth"):
-        body["ground_truth"] = item.ground_truth
-    return body
+def _image(image: pb.Image, loc: Loc) -> bytes | dict[str, str]:
+    kind = image.WhichOneof("source")
+    if kind == "data":
+        return image.data  # raw bytes: the loader decodes them as they are (an empty one fails there)
+    if kind == "sha256":
+        return {"sha256": image.sha256}
+    raise InvalidInput("image has neither `data` nor `sha256` set", param=loc, code="invalid_image")
 
 
 def score_request(message: pb.ScoreRequest) -> ScoreRequest:
-    body: dict[str, Any] = {"items": []}
+    """Score takes its outputs from the request's ``return``; a per-item one is a mistake worth naming."""
     for i, item in enumerate(message.items):
         if len(getattr(item, "return")):
             raise InvalidInput(
                 "per-item `return` is for ScoreStream; set `return` on the ScoreRequest",
-                param=f"items.{i}.return",
+                param=("items", i, "return"),
                 code="invalid_output",
             )
-        body["items"].append(item_to_wire(item, param=f"items.{i}"))
-    if message.model:
-        body["model"] = message.model
-    returns = getattr(message, "return")
-    if len(returns):
-        body["return"] = outputs_to_wire(returns, param="return")
-    if message.HasField("verifier"):
-        verifier: dict[str, Any] = {"name": message.verifier.name}
-        if message.verifier.HasField("tolerance"):
-            verifier["tolerance"] = message.verifier.tolerance
-        body["verifier"] = verifier
-    if message.on_reject:
-        body["on_reject"] = message.on_reject
-    return validate(ScoreRequest, body)
+    return decode(message, ScoreRequest)
 
 
 def stream_item_request(item: pb.ScoreItem) -> ScoreRequest:
-    """One ScoreStream item as a one-item ScoreRequest (errors name fields as ``items.0...``)."""
-    body: dict[str, Any] = {"items": [item_to_wire(item, param="items.0")]}
+    """One ScoreStream item as a one-item ScoreRequest (errors name fields as ``items.0...``; the
+    stream reports them relative to the item, see ``error_proto``)."""
+    body: dict[str, Any] = {"items": [to_body(item, ("items", 0), keep_return=False)]}
     returns = getattr(item, "return")
     if len(returns):
-        body["return"] = outputs_to_wire(returns, param="items.0.return")
+        body["return"] = [_scalar(item.DESCRIPTOR.fields_by_name["return"], v, ("items", 0, "return", j))
+                          for j, v in enumerate(returns)]
     return validate(ScoreRequest, body)
 
 
-def score_result(out: ScoreItemOut, *, id: str = "") -> pb.ScoreResult:
-    result = pb.ScoreResult(id=id, reward=out.reward)
-    for name in ("attributes", "safety", "model_rewards"):  # maps
-        value = getattr(out, name, None)
-        if value:
-            getattr(result, name).update(value)
-    for name in ("raw_reward", "verified", "flagged", "safety_action"):  # optional scalars
-        value = getattr(out, name, None)
-        if value is not None:
-            setattr(result, name, value)
-    if getattr(out, "flagged_categories", None):
-        result.flagged_categories.extend(out.flagged_categories)
-    return result
+# ── responses ──────────────────────────────────────────────────────────────────────────────────
 
 
-def score_response(response: ScoreResponse, ids: list[str]) -> pb.ScoreResponse:
-    usage = response.usage
-    return pb.ScoreResponse(
-        items=[score_result(out, id=i) for out, i in zip(response.items, ids, strict=True)],
-        model=response.model,
-        usage=pb.Usage(items=usage.items, prompt_tokens=usage.prompt_tokens, total_tokens=usage.total_tokens),
-    )
+def encode(value: BaseModel | dict[str, Any], cls: type[P]) -> P:
+    """A REST response (pydantic model or its dump) as a proto message; fields the proto lacks are dropped
+    (tests/test_grpc_contract.py keeps the two in step)."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(exclude_none=True, by_alias=True)
+    message = cls()
+    _fill(message, value)
+    return message
+
+
+def _fill(message: ProtoMessage, values: dict[str, Any]) -> None:
+    fields = message.DESCRIPTOR.fields_by_name
+    for name, value in values.items():
+        field = fields.get(name)
+        if field is None or value is None:
+            continue
+        target = getattr(message, name)
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            target.update(value)
+        elif field.is_repeated:
+            if field.message_type is not None:
+                for element in value:
+                    _fill(target.add(), element)
+            else:
+                target.extend(value)
+        elif field.message_type is not None:
+            _fill(target, value)
+        else:
+            setattr(message, name, value)
 
 
 def error_proto(exc: RMServeError, *, within: Loc = ()) -> pb.Error:
@@ -154,65 +191,4 @@ def error_proto(exc: RMServeError, *, within: Loc = ()) -> pb.Error:
     )
 
 
-# ── generic (Compare, Rank, Critique, Safety, UploadImage) ─────────────────────────────────────
-
-
-def to_wire(message: ProtoMessage) -> dict[str, Any]:
-    """A request message as its REST JSON body."""
-    body = json_format.MessageToDict(
-        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
-    )
-    return _fix_request(body)
-
-
-def request(message: ProtoMessage, model: type[M]) -> M:
-    return validate(model, to_wire(message))
-
-
-def to_proto(value: BaseModel | dict[str, Any], cls: type[P]) -> P:
-    """A REST response (pydantic model or its dump) as a proto message; fields the proto lacks are dropped
-    (tests/test_grpc_contract.py keeps the two in step)."""
-    if isinstance(value, BaseModel):
-        value = value.model_dump(exclude_none=True, by_alias=True)
-    message = cls()
-    json_format.ParseDict(_jsonable(value), message, ignore_unknown_fields=True)
-    return message
-
-
-def _fix_request(value: Any, key: str | None = None) -> Any:
-    if isinstance(value, dict):
-        out = {}
-        for k, v in value.items():
-            if k == "model" and v == "":
-                continue
-            if k in ("messages", "id") and not v:
-                continue
-            if k == "return":
-                if not v:
-                    continue
-                v = [_ENUM_NAMES.get(name, name) for name in v]
-            out[k] = _fix_request(v, k)
-        return out
-    if isinstance(value, list):
-        if key == "images":
-            return [_image_json(v) for v in value]
-        return [_fix_request(v) for v in value]
-    return value
-
-
-def _image_json(value: Any) -> Any:
-    # MessageToDict writes bytes as standard base64: exactly the REST inline form.
-    if isinstance(value, dict) and set(value) == {"data"}:
-        return value["data"]
-    return value
-
-
-def _jsonable(value: Any) -> Any:
-    """Drop None; non-finite floats as the proto JSON strings ("NaN", "Infinity")."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    return value
+__all__ = ["decode", "encode", "error_proto", "score_request", "stream_item_request", "validate"]

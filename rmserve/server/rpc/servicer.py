@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-from rmserve_client._proto import reward_pb2 as pb
-from rmserve_client._proto import reward_pb2_grpc as pb_grpc
+from rmserve_client.proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2_grpc as pb_grpc
 
 from rmserve.api import CompareRequest, CritiqueRequest, RankRequest, SafetyRequest, ScoreService, Timings
 from rmserve.errors import DeadlineExceeded, NotReady, RMServeError
@@ -116,7 +116,10 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
         body = codec.score_request(request)
         result = await service.score(body, deadline=self._deadline(context))
         self._timings(context, result.timings)
-        return codec.score_response(result.response, [item.id for item in request.items])
+        response = codec.encode(result.response, pb.ScoreResponse)
+        for out, item in zip(response.items, request.items, strict=True):
+            out.id = item.id  # gRPC only: the caller's ids, echoed
+        return response
 
     @_handled("stream")
     async def ScoreStream(
@@ -190,7 +193,9 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
     ) -> pb.ScoreResult:
         result = await service.score(codec.stream_item_request(item), deadline=deadline)
         self.state.record_timings(result.timings)
-        return codec.score_result(result.response.items[0], id=item.id)
+        out = codec.encode(result.response.items[0], pb.ScoreResult)
+        out.id = item.id
+        return out
 
     @_handled("unary")
     async def Compare(self, request: pb.CompareRequest, context: grpc.aio.ServicerContext) -> pb.CompareResponse:
@@ -213,23 +218,23 @@ class RewardServicer(pb_grpc.RewardServiceServicer):
     ) -> AsyncIterator[pb.CritiqueChunk]:
         """The critique as it is generated; bad input fails the call before the first chunk."""
         service = self.state.service_or_raise()
-        body = codec.request(request, CritiqueRequest)
+        body = codec.decode(request, CritiqueRequest)
         async for chunk in service.critique_stream(body, deadline=self._deadline(context)):
-            yield codec.to_proto(chunk, pb.CritiqueChunk)
+            yield codec.encode(chunk, pb.CritiqueChunk)
 
     @_handled("unary")
     async def UploadImage(
         self, request: pb.UploadImageRequest, context: grpc.aio.ServicerContext
     ) -> pb.UploadImageResponse:
         service = self.state.service_or_raise()
-        return codec.to_proto(await service.upload_image(request.data), pb.UploadImageResponse)
+        return codec.encode(await service.upload_image(request.data), pb.UploadImageResponse)
 
     async def _unary(
         self, method: Callable, request: Any, context: grpc.aio.ServicerContext, body_type: type, response_type: type
     ) -> Any:
         """The generic RPC: proto -> the REST request type -> ``method`` (a service method) -> proto."""
-        body = codec.request(request, body_type)
-        return codec.to_proto(await method(body, deadline=self._deadline(context)), response_type)
+        body = codec.decode(request, body_type)
+        return codec.encode(await method(body, deadline=self._deadline(context)), response_type)
 
 
 def _draining() -> NotReady:
