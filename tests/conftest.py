@@ -40,15 +40,22 @@ def random_image(w: int, h: int, seed: int = 0) -> Image.Image:
 
 def pytest_addoption(parser):
     parser.addoption("--ops", action="store_true", help="run the long operations tests (marker `ops`; make test-ops)")
+    parser.addoption("--integrations", action="store_true",
+                     help="run the RL-framework integration runs (marker `integrations`; make test-integrations)")
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--ops"):
-        return
-    skip = pytest.mark.skip(reason="long operations run: `make test-ops` (pytest --ops -m ops)")
-    for test in items:
-        if "ops" in test.keywords:
-            test.add_marker(skip)
+    gated = {
+        "ops": (config.getoption("--ops"), "long operations run: `make test-ops` (pytest --ops -m ops)"),
+        "integrations": (config.getoption("--integrations"),
+                         "RL-framework training run: `make test-integrations` (pytest --integrations)"),
+    }
+    for marker, (enabled, reason) in gated.items():
+        if enabled:
+            continue
+        for test in items:
+            if marker in test.keywords:
+                test.add_marker(pytest.mark.skip(reason=reason))
 
 
 @pytest.fixture(scope="session")

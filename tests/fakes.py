@@ -152,7 +152,11 @@ class FakeRewardModel:
     def turn_markers(self) -> None:
         return None  # no chat template
 
-    def encode_rendered(self, prompt_text, response, *, images=None, truncate=False, image_hashes=None):
+    def prompt_syntax(self) -> None:
+        return None
+
+    def encode_rendered(self, prompt_text, response, *, images=None, truncate=False, image_hashes=None,
+                        param="prompt"):
         raise InvalidInput(
             f"model {self.name!r} cannot score templated text (no chat-template support)",
             param="model",

@@ -140,7 +140,8 @@ def test_images_are_uploaded_once_then_referred_to_and_resent_when_lost(fake_ser
 
 
 def test_stream_over_grpc_reports_item_errors_without_raising(fake_server):
-    items = [{"prompt": "Hi", "response": "Hello.", "id": "ok"}, {"prompt": "Hi", "response": " ", "id": "bad"}]
+    too_long = "x" * 100000
+    items = [{"prompt": "Hi", "response": "Hello.", "id": "ok"}, {"prompt": "Hi", "response": too_long, "id": "bad"}]
     with RewardClient(fake_server.grpc_url) as client:
         results = {r.id: r for r in client.score_stream(items)}
     assert results["ok"].ok and not results["bad"].ok
@@ -156,8 +157,9 @@ def test_errors_map_to_the_exception_tree(fake_server, transport):
     url = fake_server.rest_url if transport == "rest" else fake_server.grpc_url
     with RewardClient(url) as client:
         with pytest.raises(InvalidRequest) as info:
-            client.score(prompt="Hi", response="  ")
+            client.score(prompt="Hi", response="x" * 100000)  # over max_length, no truncate
         assert info.value.param == "items.0.response" and info.value.type == "invalid_request_error"
+        assert "items.0.response" not in info.value.message  # the path is in .param, not repeated
         with pytest.raises(InvalidRequest) as info:
             client.score(prompt="Hi", response="x", images=[b"not an image"])
         assert (info.value.param, info.value.code) == ("items.0.images.0", "invalid_image")

@@ -89,9 +89,6 @@ def _expected(server, inputs, texts) -> list[float | None]:
     with RewardClient(server.rest_url) as client:
         out = []
         for row, text in zip(inputs, texts, strict=True):
-            if not text.strip():
-                out.append(None)
-                continue
             item = {"messages": row["prompt"], "images": [row["image"]], "response": text}
             out.append(client.score(item).reward)
         return out
@@ -110,10 +107,8 @@ def test_trl_grpo_calculate_rewards_sync_and_async(server, transport):
     want = _expected(server, inputs, texts)
     for column in range(3):
         for got, expected in zip(rewards[:, column].tolist(), want, strict=True):
-            if expected is None:  # an empty completion: None -> NaN, TRL leaves it out of the baseline
-                assert math.isnan(got)
-            else:
-                assert got == pytest.approx(expected, rel=1e-6, abs=1e-5)  # TRL stores float32
+            # an empty completion too: it is scored as the empty assistant turn, never None -> NaN
+            assert math.isfinite(got) and got == pytest.approx(expected, rel=1e-6, abs=1e-5)  # TRL stores float32
 
 
 def test_trl_standard_format_and_extra_columns(server):
@@ -135,7 +130,8 @@ def test_trl_item_conversion():
     prompt = [{"role": "user", "content": [{"type": "image", "image": image}, {"type": "text", "text": "What?"}]},
               {"role": "assistant", "content": [{"type": "text", "text": "It is"}]}]
     item = to_item(prompt, [{"role": "assistant", "content": " red."}], images=None)
-    assert item == {"messages": [{"role": "user", "content": "What?"}], "images": [image], "response": "It is red."}
+    assert item == {"messages": [{"role": "user", "content": "What?"}], "images": [image], "response": "It is red.",
+                    "truncate": True}
     item = to_item([{"role": "user", "content": "What?"}], " red.", images=[image, None])
     assert item["images"] == [image] and item["response"] == " red."
 
@@ -181,21 +177,88 @@ def test_openrlhf_reward_file_as_openrlhf_loads_and_calls_it(text_server, tiny_m
 # ── veRL ───────────────────────────────────────────────────────────────────────────────────────
 
 
+def _verl_custom_reward_fn(raw_fn, reward_kwargs):
+    """veRL b178a3c ``verl/trainer/ppo/reward.py`` ``get_custom_reward_fn``: the loaded function wrapped with the
+    config's ``reward_kwargs`` (``_call_with_kwargs`` / ``_call_with_kwargs_async``, chosen by
+    ``inspect.iscoroutinefunction``), copied here because veRL itself is not installed."""
+    import functools
+    import inspect
+
+    def call(fn, extra, *args, **kwargs):
+        return fn(*args, **{**kwargs, **extra})
+
+    async def call_async(fn, extra, *args, **kwargs):
+        return await fn(*args, **{**kwargs, **extra})
+
+    return functools.partial(call_async if inspect.iscoroutinefunction(raw_fn) else call, raw_fn, reward_kwargs)
+
+
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
-def test_verl_compute_score(server, transport):
+def test_verl_compute_score_under_legacy_and_reward_loop_managers(server, transport):
+    import inspect
+
     url = server.rest_url if transport == "rest" else server.grpc_url
     image = random_image(16, 16, 3)
-    extra = {"question": "What colour?", "images": [image], "index": 7}
-    kwargs = dict(data_source="colours", solution_str="Red.", ground_truth="red", url=url)
-    got = verl_adapter.compute_score(**kwargs, extra_info={**extra, "num_turns": 1, "rollout_reward_scores": {}})
-    got_async = asyncio.run(verl_adapter.compute_score_async(**kwargs, extra_info=extra,
-                                                             reward_router_address=None))
+    extra = {"question": "<image>What colour?", "images": [image], "index": 7}
+    # what both NaiveRewardManagers pass (workers/reward_manager/naive.py, experimental/.../naive.py run_single)
+    call = dict(data_source="colours", solution_str="Red.", ground_truth="red",
+                extra_info={**extra, "num_turns": 1, "rollout_reward_scores": {}})
     with RewardClient(server.rest_url) as client:
         want = client.score(prompt="What colour?", images=[image], response="Red.").reward
-    assert got == pytest.approx(want, abs=1e-9) and got_async == pytest.approx(want, abs=1e-9)
+    for raw in (verl_adapter.compute_score, verl_adapter.compute_score_async):
+        fn = _verl_custom_reward_fn(raw, {"url": url})
+        legacy = fn(**call)  # legacy manager: a plain synchronous call, the value used as the score
+        assert legacy["score"] == pytest.approx(want, abs=1e-9) and legacy["rmserve_images"] == 1.0
+        if inspect.iscoroutinefunction(fn):  # reward loop: awaited on its loop (Python >= 3.12 for the async one)
+            loop_result = asyncio.run(fn(**call, reward_router_address=None, reward_model_tokenizer=None))
+        else:  # reward loop: run_in_executor, i.e. called from a thread without a running loop
+            async def in_executor(fn=fn):
+                return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(**call))
+            loop_result = asyncio.run(in_executor())
+        assert loop_result == legacy
+
+    async def on_a_loop():  # the async variant called on a running loop is awaitable on any Python
+        return await verl_adapter.compute_score_async(**call, url=url)
+    assert asyncio.run(on_a_loop())["score"] == pytest.approx(want, abs=1e-9)
     messages = {"messages": [{"role": "user", "content": "What colour?"}], "images": [image]}
-    assert verl_adapter.compute_score(**kwargs, extra_info=messages) != got  # a chat turn, not a bare prompt
+    chat = verl_adapter.compute_score(**{**call, "extra_info": messages}, url=url)
+    assert chat["score"] != legacy["score"]  # a chat turn, not a bare prompt
     with pytest.raises(ValueError, match="extra_info"):
-        verl_adapter.compute_score(**kwargs, extra_info={})
-    bad = dict(kwargs, solution_str="  ")
-    assert verl_adapter.compute_score(**bad, extra_info=extra, error_score=0.0) == 0.0
+        verl_adapter.compute_score(**{**call, "extra_info": {}}, url=url)
+    empty = verl_adapter.compute_score(**{**call, "solution_str": ""}, url=url)
+    assert math.isfinite(empty["score"])  # an empty response is a reward, not an error
+    broken = {**extra, "images": [b"not an image"]}
+    assert verl_adapter.compute_score(**{**call, "extra_info": broken}, url=url, error_score=0.0)["score"] == 0.0
+
+
+def test_verl_images_that_did_not_reach_the_reward_are_counted_and_warned(server, caplog):
+    verl_adapter._warned_missing = False
+    call = dict(data_source="d", solution_str="Red.", ground_truth="red", url=server.rest_url)
+    with caplog.at_level("WARNING", logger="rmserve_client.verl"):
+        first = verl_adapter.compute_score(**call, extra_info={"question": "<image>What colour?"})
+        second = verl_adapter.compute_score(**call, extra_info={"prompt": "<image><image>Compare."})
+    assert first["rmserve_images_missing"] == 1.0 and second["rmserve_images_missing"] == 2.0
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1  # once per process
+    assert "extra_info['images']" in caplog.records[0].message
+    with RewardClient(server.rest_url) as client:
+        assert first["score"] == pytest.approx(client.score(prompt="What colour?", response="Red.").reward, abs=1e-9)
+
+
+def test_trl_one_bad_item_costs_only_its_own_reward(server, caplog):
+    good = random_image(16, 16, 4)
+    prompts = [[{"role": "user", "content": "What?"}]] * 4
+    completions = ["A.", "B.", "C.", "D."]
+    images = [good, b"not an image", good, good]
+    requests = []
+    reward = RMServeReward(server.rest_url, upload_images=False)
+    original = reward.client.score
+    reward.client.score = lambda items, **kw: requests.append(len(items)) or original(items, **kw)
+    with caplog.at_level("WARNING", logger="rmserve_client.trl"):
+        got = reward(prompts=prompts, completions=completions, image=images)
+    assert got[1] is None and all(math.isfinite(r) for k, r in enumerate(got) if k != 1)
+    assert requests == [4, 3]  # one resend without the bad item, not one request per item
+    assert len(caplog.records) == 1 and "item 1" in caplog.records[0].message
+    assert caplog.records[0].message.count("images.0") <= 1
+    with RewardClient(server.rest_url) as client:
+        want = [client.score(messages=prompts[0], images=[good], response=c).reward for c in ("A.", "C.", "D.")]
+    assert [got[0], got[2], got[3]] == pytest.approx(want, abs=1e-9)

@@ -130,8 +130,6 @@ async def test_multi_sample_request_labels_and_verifier(model):
         ({"query": ["no chat markers here"]}, 422, "query.0", "unsplittable_query"),
         ({"query": ["a", "b"], "prompts": ["a"]}, 422, "prompts", "length_mismatch"),
         ({"query": ["x"], "labels": [1, 2]}, 422, "labels", "length_mismatch"),
-        ({"query": ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<|im_end|>"]}, 422, "query.0",
-         "unsplittable_query"),
         ({}, 422, "query", "missing"),
     ],
 )

@@ -7,6 +7,8 @@ over a narrow ``ServingContext`` (api/context.py).
 from rmserve.api.compat import (
     ClassifyRequest,
     ClassifyResponse,
+    EmbeddingsRequest,
+    EmbeddingsResponse,
     GetRewardRequest,
     GetRewardResponse,
     PoolingRequest,
@@ -31,11 +33,14 @@ from rmserve.api.protocol import (
 from rmserve.api.safety import SafetyItemIn, SafetyItemOut, SafetyRequest, SafetyResponse
 from rmserve.api.score import ScoreResult, Timings
 from rmserve.api.service import ScoreService
+from rmserve.api.slime import SlimeRewardRequest, SlimeRewardResponse
 from rmserve.api.uploads import ImageUploadRequest, ImageUploadResponse
 
 __all__ = [
     "ClassifyRequest",
     "ClassifyResponse",
+    "EmbeddingsRequest",
+    "EmbeddingsResponse",
     "CompareRequest",
     "CompareResponse",
     "Conversation",
@@ -72,6 +77,8 @@ __all__ = [
     "ScoreResult",
     "ScoreService",
     "Selection",
+    "SlimeRewardRequest",
+    "SlimeRewardResponse",
     "ServiceLimits",
     "ServingContext",
     "Timings",

@@ -5,7 +5,15 @@ OpenRLHF remote RM, ``POST /get_reward``::
     {"query": [str], "prompts": [str]?, "labels": [...]?}
     -> {"rewards": [float], "scores": [float], "extra_logs": {name: [float]}}
 
-vLLM-style (veRL's reward loop), ``POST /classify`` and ``POST /pooling``::
+A ``labels[i]`` may carry the sample's images (api/labels.py): OpenRLHF sends no pixels, and a VLM
+policy's query holds its processor's expanded image runs; every run, whatever its pad count, collapses
+to one image slot per image before the split (``rmserve.models.rendered``), and the reward model's own
+processor renders the label's images there. Placeholders without images are a 422 naming
+``labels.N.images``. An empty response is a response (the empty assistant turn is scored).
+``truncate`` defaults to true here: OpenRLHF turns any error into a missing reward.
+
+vLLM-style (veRL's reward loop with a vLLM reward model), ``POST /classify`` and ``POST /pooling``, and
+SGLang-style ``POST /v1/embeddings`` (veRL with an SGLang reward model reads ``data[-1].embedding[-1]``)::
 
     {"model", "input": str | [str], "use_activation" | "activation": bool}
     -> {"id", "object": "list", "created", "model", "data": [...], "usage"}
@@ -56,10 +64,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from rmserve.api.labels import Label, parse_label
 from rmserve.api.models import Selection
 from rmserve.api.pipeline import RequestT, ResponseT, ScoringEndpoint
 from rmserve.api.scoring import Job, Scored
 from rmserve.errors import InvalidInput
+from rmserve.models.rendered import collapse_image_slots
 from rmserve.rewards import sigmoid
 
 # ── splitting decoded text back into (prompt, response) ────────────────────────────────────────
@@ -113,6 +123,7 @@ def split_conversation(
 def _splitter(selection: Selection):
     model = selection.primary.model
     markers = model.turn_markers()
+    syntax = model.prompt_syntax()
     tokenizer = model.tokenizer
     options = {
         "assistant_start": markers.assistant_start if markers else None,
@@ -121,26 +132,41 @@ def _splitter(selection: Selection):
         "pad_token": tokenizer.pad_token,
         "eos_token": tokenizer.eos_token,
     }
-    return lambda query, prompt: split_conversation(query, prompt, **options)
+
+    def split(query: str, prompt: str | None) -> tuple[str, str] | None:
+        # A VLM policy's query holds its processor's expanded image runs, its prompt one slot per image:
+        # collapse both so the prompt is a prefix of the query again.
+        if syntax is not None and syntax.image_token:
+            query = collapse_image_slots(query, syntax)[0]
+            prompt = collapse_image_slots(prompt, syntax)[0] if prompt is not None else None
+        return split_conversation(query, prompt, **options)
+
+    return split
 
 
-def _text_jobs(selection: Selection, texts: list[str], prompts: list[str] | None, field: str, *, truncate=False):
+def _text_jobs(selection: Selection, texts: list[str], prompts: list[str] | None, field: str, *, truncate=False,
+               labels: list[Label] | None = None) -> list[Job]:
     split = _splitter(selection)
     jobs = []
     for i, text in enumerate(texts):
-        where = lambda loc, i=i: (field, i)  # noqa: E731  (every error points at the whole text)
+        images_at = ("labels", i, "images") if labels is not None else (field, i)
+
+        def where(loc, i=i, images_at=images_at):
+            # image errors point where the images belong (with their index); anything else at the whole text
+            return (*images_at, *loc[1:]) if loc and loc[0] == "images" else (field, i)
+
         parts = split(text, prompts[i] if prompts is not None else None)
-        if parts is None or not parts[1].strip():
-            what = "no response after" if parts is not None else "no"
+        if parts is None:
             raise InvalidInput(
-                f"cannot find the response in {field}.{i}: {what} assistant turn of this model's chat template "
+                f"cannot find the response in {field}.{i}: no assistant turn of this model's chat template "
                 "(send the conversation rendered with the model's chat template"
                 + (", and its prompt in `prompts`" if field == "query" else "")
                 + ")",
                 param=f"{field}.{i}",
                 code="unsplittable_query",
             )
-        jobs.append(Job(response=parts[1], where=where, prompt=parts[0], rendered=True, truncate=truncate))
+        jobs.append(Job(response=parts[1], where=where, prompt=parts[0], rendered=True, truncate=truncate,
+                        image_specs=labels[i].images if labels is not None else ()))
     return jobs
 
 
@@ -161,8 +187,17 @@ class GetRewardRequest(BaseModel):
     )
     labels: list[Any] | None = Field(
         default=None,
-        description="Per-query labels; ground truths for the server's `compat_verifier` when one is set.",
+        description="Per-query labels: a ground truth for the server's `compat_verifier`, or a JSON object (or a "
+        'string holding one) `{"images": [data URL | {"sha256": ...}], "ground_truth": ...}` (api/labels.py).',
     )
+    truncate: bool = Field(
+        default=True,
+        description="Drop the oldest prompt tokens of a query longer than the model's max_length instead of "
+        "refusing it (OpenRLHF turns a refusal into a missing reward).",
+    )
+
+    def parsed_labels(self) -> list[Label]:
+        return [parse_label(label, f"labels.{i}") for i, label in enumerate(self.labels or [None] * len(self.query))]
 
 
 class GetRewardResponse(BaseModel):
@@ -188,25 +223,27 @@ class GetRewardEndpoint(ScoringEndpoint[GetRewardRequest, GetRewardResponse]):
                     code="length_mismatch",
                 )
         self.ctx.check_items(n, "query")
+        for i, label in enumerate(request.parsed_labels()):
+            self.ctx.check_images(len(label.images), selection, ("labels", i, "images"))
 
     def jobs(self, request: GetRewardRequest, selection: Selection) -> list[Job]:
-        return _text_jobs(selection, request.query, request.prompts, "query")
+        return _text_jobs(selection, request.query, request.prompts, "query", truncate=request.truncate,
+                          labels=request.parsed_labels())
 
     def build(self, request: GetRewardRequest, selection: Selection, scored: Scored) -> GetRewardResponse:
         n = len(request.query)
         compat_verifier = self.ctx.compat_verifier
         verifier = (compat_verifier, 1e-6) if compat_verifier and request.labels is not None else None
         apply_safety = self.ctx.safety_applies(selection, None)
+        labels = request.parsed_labels()  # "" and null are no label (OpenRLHF sends "" when a dataset has none)
         rewards, logs = [], {}
         for i, output in enumerate(scored.outputs):
-            label = request.labels[i] if request.labels is not None else None
-            label = None if label is None or label == "" else label  # OpenRLHF sends "" when a dataset has none
             composed = self.ctx.compose(
                 output,
                 apply_safety=apply_safety,
                 response="" if verifier is None else _response_of(request, i, selection),
                 verifier=verifier,  # items without a label get sigmoid(reward), like the others' scale
-                ground_truth=str(label) if label is not None else None,
+                ground_truth=labels[i].ground_truth,
             )
             rewards.append(composed.reward)
             if composed.changed_by:
@@ -381,6 +418,32 @@ class PoolingEndpoint(_TextsEndpoint[PoolingRequest, PoolingResponse]):
         )
 
 
+class EmbeddingsRequest(_VllmRequest):
+    """OpenAI/SGLang embeddings request, as veRL's reward loop sends it for an SGLang reward model
+    (``{"model", "input"}``; the reward comes back raw, no activation)."""
+
+
+class EmbeddingData(BaseModel):
+    index: int = Field(description="Position of the input.")
+    object: str = Field(default="embedding", description="Always `embedding`.")
+    embedding: list[float] = Field(description="[reward]: the reward model's score as a one-element vector.")
+
+
+class EmbeddingsResponse(BaseModel):
+    object: str = Field(default="list", description="Always `list`.")
+    model: str = Field(description="The model (or ensemble) that scored.")
+    data: list[EmbeddingData] = Field(description="One entry per input.")
+    usage: UsageInfo = Field(description="Token counts.")
+
+
+class EmbeddingsEndpoint(_TextsEndpoint[EmbeddingsRequest, EmbeddingsResponse]):
+    """SGLang serves a reward model's score as a one-element embedding; veRL reads ``data[-1].embedding[-1]``."""
+
+    def build(self, request: EmbeddingsRequest, selection: Selection, scored: Scored) -> EmbeddingsResponse:
+        data = [EmbeddingData(index=i, embedding=[r]) for i, r in enumerate(self.rewards(selection, scored))]
+        return EmbeddingsResponse(model=selection.name, data=data, usage=self.usage(scored.num_tokens))
+
+
 def _pooled_states(model, encoded) -> list[list[float]]:
     import torch
 
@@ -394,7 +457,8 @@ def _l2_normalize(vector: list[float]) -> list[float]:
 
 
 __all__ = [
-    "ClassificationData", "ClassifyRequest", "ClassifyResponse", "GetRewardRequest", "GetRewardResponse",
+    "ClassificationData", "ClassifyRequest", "ClassifyResponse", "EmbeddingData", "EmbeddingsEndpoint",
+    "EmbeddingsRequest", "EmbeddingsResponse", "GetRewardRequest", "GetRewardResponse",
     "ClassifyEndpoint", "GetRewardEndpoint", "PoolingData", "PoolingEndpoint", "PoolingRequest", "PoolingResponse",
     "UsageInfo", "split_conversation",
 ]

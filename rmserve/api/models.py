@@ -88,7 +88,9 @@ class EnsembleSpec:
 class ModelSet:
     """The served models by name (load order kept), plus the optional ensemble over all of them."""
 
-    def __init__(self, engines: Mapping[str, Engine], *, ensemble: EnsembleSpec | None = None):
+    def __init__(self, engines: Mapping[str, Engine], *, ensemble: EnsembleSpec | None = None,
+                 aliases: Sequence[str] = ()):
+        """``aliases``: more names for the default selection (``--served-model-name``)."""
         if not engines:
             raise ValueError("a ModelSet needs at least one model")
         self.engines = dict(engines)
@@ -104,6 +106,7 @@ class ModelSet:
         else:
             self.ensemble = None
         self._singles = {n: Selection(n, (Member(n, e),)) for n, e in self.engines.items()}
+        self.aliases = tuple(a for a in dict.fromkeys(aliases) if a not in self.served_names(with_aliases=False))
 
     @classmethod
     def single(cls, engine: Engine) -> ModelSet:
@@ -121,8 +124,9 @@ class ModelSet:
     def default(self) -> Selection:
         return self.ensemble or next(iter(self._singles.values()))
 
-    def served_names(self) -> list[str]:
-        return self.names + ([self.ensemble.name] if self.ensemble else [])
+    def served_names(self, *, with_aliases: bool = True) -> list[str]:
+        names = self.names + ([self.ensemble.name] if self.ensemble else [])
+        return names + list(self.aliases) if with_aliases else names
 
     def resolve(self, name: str | None, *, param: str = "model") -> Selection:
         """The selection a request's ``model`` field means; InvalidInput (model_not_found) if none."""
@@ -132,6 +136,8 @@ class ModelSet:
             return self.ensemble
         if name in self._singles:
             return self._singles[name]
+        if name in self.aliases:
+            return self.default
         wanted = os.path.normpath(name)
         for key, selection in self._singles.items():
             path = os.path.normpath(selection.primary.info.path or ".")

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field
 
 from rmserve.api.models import Selection
 from rmserve.api.pipeline import RequestT, ResponseT, ScoringEndpoint
-from rmserve.api.protocol import Conversation, Usage, _not_blank
+from rmserve.api.protocol import Conversation, Usage
 from rmserve.api.scoring import Job, Scored
 from rmserve.errors import Loc
 from rmserve.rewards import sigmoid
@@ -90,11 +89,6 @@ class CompareRequest(Conversation):
         "`safety_apply` setting).",
     )
 
-    @field_validator("response_a", "response_b")
-    @classmethod
-    def _response_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
-
 
 class CompareResponse(BaseModel):
     reward_a: float = Field(description="Reward of response_a.")
@@ -110,8 +104,8 @@ class RankRequest(Conversation):
     """N responses to one conversation (best-of-N, DPO pair construction)."""
 
     model: str | None = Field(default=None, description="Model or ensemble name; default: the server's default.")
-    responses: list[Annotated[str, AfterValidator(_not_blank)]] = Field(
-        min_length=1, description="The candidate responses; none may be empty or only whitespace."
+    responses: list[str] = Field(
+        min_length=1, description="The candidate responses (empty ones are scored as the empty assistant turn)."
     )
     min_margin: float = Field(
         default=0.0,

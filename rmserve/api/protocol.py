@@ -99,7 +99,10 @@ def _not_blank(value: str) -> str:
 class ScoreItemIn(Conversation):
     """One conversation and the response to score."""
 
-    response: str = Field(description="The response to score; must not be empty or only whitespace.")
+    response: str = Field(
+        description="The response to score. May be empty or only whitespace (a policy can produce that): the "
+        "model then scores the empty assistant turn."
+    )
     group: str | None = Field(
         default=None,
         max_length=256,
@@ -111,11 +114,6 @@ class ScoreItemIn(Conversation):
         description="Reference answer for the request's `verifier` (hybrid reward: 1 if the response's answer "
         "matches, else sigmoid(model reward)). Needs `verifier`.",
     )
-
-    @field_validator("response")
-    @classmethod
-    def _response_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
 
 
 class VerifierSpec(BaseModel):

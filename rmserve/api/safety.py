@@ -9,11 +9,11 @@ answers. The policy (``rmserve.safety``) decides ``flagged``, ``flagged_categori
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from rmserve.api.models import Selection
 from rmserve.api.pipeline import ScoringEndpoint
-from rmserve.api.protocol import Conversation, SafetyAction, Usage, _not_blank
+from rmserve.api.protocol import Conversation, SafetyAction, Usage
 from rmserve.api.scoring import Job, Scored, jobs_from_items
 from rmserve.models.types import ScoreOutput
 from rmserve.safety import category_name
@@ -22,12 +22,7 @@ from rmserve.safety import category_name
 class SafetyItemIn(Conversation):
     """A conversation and the response to check."""
 
-    response: str = Field(description="The response to check; must not be empty or only whitespace.")
-
-    @field_validator("response")
-    @classmethod
-    def _response_not_blank(cls, value: str) -> str:
-        return _not_blank(value)
+    response: str = Field(description="The response to check (may be empty).")
 
 
 class SafetyRequest(BaseModel):

@@ -3,7 +3,8 @@
     score(ScoreRequest, deadline=)            -> ScoreResult     (api/score.py)
     compare / rank(..., deadline=)            -> Compare/RankResponse        (api/pairs.py)
     safety(SafetyRequest, deadline=)          -> SafetyResponse  (api/safety.py)
-    get_reward / classify / pooling(...)      -> OpenRLHF- and vLLM-shaped   (api/compat.py)
+    get_reward / classify / pooling / embeddings(...) -> OpenRLHF-, vLLM-, SGLang-shaped (api/compat.py)
+    slime_reward(SlimeRewardRequest)          -> SlimeRewardResponse         (api/slime.py)
     critique(..., deadline=) / critique_stream(...)                          (api/critique.py)
     upload_image(bytes)                       -> ImageUploadResponse         (api/uploads.py)
     model_list()                              -> ModelList
@@ -22,7 +23,7 @@ import functools
 from typing import Literal
 
 from rmserve.api import critique, uploads
-from rmserve.api.compat import ClassifyEndpoint, GetRewardEndpoint, PoolingEndpoint
+from rmserve.api.compat import ClassifyEndpoint, EmbeddingsEndpoint, GetRewardEndpoint, PoolingEndpoint
 from rmserve.api.context import ServiceLimits, ServingContext
 from rmserve.api.images import ImageLoader
 from rmserve.api.models import ModelSet
@@ -30,6 +31,7 @@ from rmserve.api.pairs import CompareEndpoint, RankEndpoint
 from rmserve.api.protocol import ModelCard, ModelList
 from rmserve.api.safety import SafetyEndpoint
 from rmserve.api.score import ScoreEndpoint
+from rmserve.api.slime import SlimeRewardEndpoint
 from rmserve.engine import Engine
 from rmserve.safety import SafetyPolicy
 
@@ -70,6 +72,8 @@ class ScoreService:
         self.get_reward = GetRewardEndpoint(ctx)
         self.classify = ClassifyEndpoint(ctx)
         self.pooling = PoolingEndpoint(ctx)
+        self.embeddings = EmbeddingsEndpoint(ctx)
+        self.slime_reward = SlimeRewardEndpoint(ctx)
         self.critique = functools.partial(critique.critique, ctx)
         self.critique_stream = functools.partial(critique.critique_stream, ctx)
         self.upload_image = functools.partial(uploads.upload_image, ctx)

@@ -22,7 +22,7 @@ from transformers import (
 
 from .families import detect_family
 from .heads import HeadSpec
-from .processors import load_processor
+from .processors import load_processor, save_processor
 from .reward_model import DTYPES, RewardModel
 
 FORMAT_VERSION = 1
@@ -44,7 +44,7 @@ def save_reward_model(model: RewardModel, path: str, *, state_dict: dict | None 
     else:
         model.backbone.save_pretrained(path, state_dict=_sub_state(state_dict, "backbone."))
         heads_state = _sub_state(state_dict, "heads.")
-    model.processor.save_pretrained(path)
+    save_processor(model.processor, path)
     meta = {
         "format": FORMAT_VERSION,
         "backbone": (model.backbone.config.architectures or [type(model.backbone).__name__])[0],

@@ -44,7 +44,7 @@ from transformers.models.llava_onevision.image_processing_pil_llava_onevision im
 
 from .checkpoint import CONFIG_NAME, FORMAT_VERSION, HEADS_NAME
 from .heads import HeadSpec
-from .processors import LlavaOnevisionImageOnlyProcessor
+from .processors import LlavaOnevisionImageOnlyProcessor, save_processor
 
 # Original -> HF backbone key prefixes (regex, replacement); the first match wins.
 BACKBONE_RULES = (
@@ -299,7 +299,7 @@ def convert_mm_rlhf(src: str, dst: str, *, dtype: str | None = None, tokenizer_p
         image_processor=image_processor, tokenizer=tokenizer, chat_template=template,
         num_image_tokens=(size // vision["patch_size"]) ** 2, vision_feature_select_strategy="full",
         vision_aspect_ratio=config.vision_aspect_ratio)
-    processor.save_pretrained(dst)
+    save_processor(processor, dst)
 
     head = HeadSpec(kind="mlp", width=hidden, activation="tanh", layers=2)
     save_file(head_state, os.path.join(dst, HEADS_NAME))

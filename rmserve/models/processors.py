@@ -7,9 +7,19 @@ ProcessorMixin derives its sub-processor list from that signature), so they cons
 round-trip ``save_pretrained`` / ``from_pretrained`` with only a tokenizer and a PIL image
 processor. ``AutoProcessor`` silently returns a bare tokenizer for such directories, so
 ``load_processor`` picks the class explicitly from the model type.
+
+Checkpoints must still load outside rmserve with plain ``AutoProcessor.from_pretrained``, so
+``save_processor`` names the standard transformers class (``Qwen2_5_VLProcessor``, ...) in the saved
+files, not ours, and writes the video processor config that class needs (the image processor's
+settings). With torchvision installed, plain transformers then builds the full processor; without
+it, ``AutoProcessor`` fails loudly (ImportError naming torchvision) instead of quietly returning a
+bare tokenizer.
 """
 
 from __future__ import annotations
+
+import json
+import os
 
 from transformers import AutoTokenizer
 from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
@@ -50,6 +60,39 @@ PROCESSOR_CLASSES = {
     "qwen2_5_vl": (Qwen2_5_VLImageOnlyProcessor, Qwen2VLImageProcessorPil),
     "llava_onevision": (LlavaOnevisionImageOnlyProcessor, LlavaOnevisionImageProcessorPil),
 }
+
+
+# our class -> (the standard transformers processor class, its video processor class)
+STANDARD_CLASSES = {
+    "Qwen2VLImageOnlyProcessor": ("Qwen2VLProcessor", "Qwen2VLVideoProcessor"),
+    "Qwen2_5_VLImageOnlyProcessor": ("Qwen2_5_VLProcessor", "Qwen2VLVideoProcessor"),
+    "LlavaOnevisionImageOnlyProcessor": ("LlavaOnevisionProcessor", "LlavaOnevisionVideoProcessor"),
+}
+VIDEO_CONFIG = "video_preprocessor_config.json"
+
+
+def save_processor(processor, path: str) -> None:
+    """``processor.save_pretrained(path)``, naming the standard transformers classes (module doc)."""
+    processor.save_pretrained(path)
+    standard = STANDARD_CLASSES.get(type(processor).__name__)
+    if standard is None:
+        return
+    processor_class, video_class = standard
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        file = os.path.join(path, name)
+        if os.path.exists(file):
+            with open(file) as f:
+                saved = json.load(f)
+            if "processor_class" in saved or name == "processor_config.json":
+                saved["processor_class"] = processor_class
+                with open(file, "w") as f:
+                    json.dump(saved, f, indent=2, sort_keys=True)
+                    f.write("\n")
+    video = {k: v for k, v in processor.image_processor.to_dict().items() if k != "image_processor_type"}
+    video["video_processor_type"] = video_class
+    with open(os.path.join(path, VIDEO_CONFIG), "w") as f:
+        json.dump(video, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def load_processor(path: str, model_type: str):

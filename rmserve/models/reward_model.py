@@ -24,8 +24,9 @@ from .heads import Head, HeadSpec, build_heads
 from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
 from .prompt_cache import PromptCache
+from .rendered import carries_template, collapse_image_slots, prompt_syntax
 from .template import TurnMarkers, render, turn_markers
-from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
+from .types import EncodedItem, ModelInfo, PromptSyntax, ScoreItem, ScoreOutput, ServingOptions
 from .vision_cache import VisionFeatureCache, encode_images_cached
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -74,6 +75,7 @@ class RewardModel(nn.Module):
         # HF fast tokenizers mutate internal state per call; concurrent calls can raise "Already borrowed".
         self._tokenize_lock = threading.Lock()
         self._turn_markers: TurnMarkers | None | bool = False  # False: not probed yet
+        self._prompt_syntax: PromptSyntax | None | bool = False
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -131,10 +133,13 @@ class RewardModel(nn.Module):
         return ids, vision, templated
 
     def encode(self, item: ScoreItem) -> EncodedItem:
-        if not item.response or not item.response.strip():
-            raise InvalidInput("response must not be empty", param="response")
+        # An empty (or whitespace) response is a legitimate policy output: it is scored as the empty
+        # assistant turn (the template's end-of-turn tokens), like any other reply.
         if item.images and not self.family.multimodal:
             raise InvalidInput(f"model {self.name!r} is text-only and takes no images", param="images")
+        syntax = self.prompt_syntax()
+        if item.prompt is not None and syntax is not None and carries_template(item.prompt, syntax):
+            return self._encode_templated_prompt(item, syntax)
         prompt_text, response_text, templated = render(self.tokenizer, item)
         return self._encode_texts(prompt_text, response_text, templated, item)
 
@@ -144,17 +149,55 @@ class RewardModel(nn.Module):
             self._turn_markers = turn_markers(self.tokenizer)
         return self._turn_markers  # type: ignore[return-value]
 
+    def prompt_syntax(self) -> PromptSyntax | None:
+        """How the chat template writes turns and image slots as text (None without a chat template)."""
+        if self._prompt_syntax is False:
+            markers = self.turn_markers()
+            self._prompt_syntax = None if markers is None else prompt_syntax(
+                self.tokenizer, markers.assistant_start, markers.assistant_end,
+                getattr(self.processor, "image_token", None) if self.family.multimodal else None)
+        return self._prompt_syntax  # type: ignore[return-value]
+
+    def _encode_templated_prompt(self, item: ScoreItem, syntax: PromptSyntax) -> EncodedItem:
+        """A ``prompt`` the caller already rendered with the chat template: scored as rendered (the same ids
+        as the plain request) when it ends with the generation prompt, else refused; never templated twice."""
+        markers = self.turn_markers()
+        assert markers is not None  # syntax implies markers
+        if not item.prompt.endswith(markers.assistant_start):
+            raise InvalidInput(
+                f"prompt already carries the chat template ({', '.join(syntax.chat_markers)}) but does not end with "
+                f"its generation prompt {markers.assistant_start!r}: send the plain question (rmserve applies the "
+                "template), or `messages`, or the rendered text with add_generation_prompt=True",
+                param="prompt", code="templated_prompt")
+        return self.encode_rendered(item.prompt, item.response, images=item.images, truncate=item.truncate,
+                                    image_hashes=item.image_hashes, param="prompt")
+
     def encode_rendered(self, prompt_text: str, response: str, *, images: list | None = None,
-                        truncate: bool = False, image_hashes: list[str] | None = None) -> EncodedItem:
+                        truncate: bool = False, image_hashes: list[str] | None = None,
+                        param: str = "prompt") -> EncodedItem:
         """Encode a prompt that is already templated text (e.g. the prompt part of a decoded OpenRLHF
         query) and the reply's plain text (no end-of-turn marker). The ids equal ``encode`` of the
-        conversation whose template rendering is ``prompt_text``, with ``response`` as the reply."""
-        item = ScoreItem(response=response, prompt=prompt_text, images=list(images or []), truncate=truncate,
-                         image_hashes=list(image_hashes or []))
-        if not response or not response.strip():
-            raise InvalidInput("response must not be empty", param="response")
-        if item.images and not self.family.multimodal:
+        conversation whose template rendering is ``prompt_text``, with ``response`` as the reply.
+
+        Image runs in the text (a policy's expanded ``<|vision_start|><|image_pad|>...<|vision_end|>``,
+        any length) collapse to one slot per image first; the slots must match ``images`` one to one
+        (``param`` names the text in that error)."""
+        images = list(images or [])
+        if images and not self.family.multimodal:
             raise InvalidInput(f"model {self.name!r} is text-only and takes no images", param="images")
+        syntax = self.prompt_syntax()
+        if syntax is not None and syntax.image_token:
+            prompt_text, slots = collapse_image_slots(prompt_text, syntax)
+            if slots != len(images):
+                if not images:
+                    raise InvalidInput(
+                        f"{param} has {slots} image placeholder(s) ({syntax.image_slot}) but no images were sent; "
+                        "send the image(s) with the item, or the text without placeholders",
+                        param="images", code="missing_images")
+                raise InvalidInput(f"{param} has {slots} image placeholder(s) for {len(images)} image(s)",
+                                   param="images", code="image_count_mismatch")
+        item = ScoreItem(response=response, prompt=prompt_text, images=images, truncate=truncate,
+                         image_hashes=list(image_hashes or []))
         markers = self.turn_markers()
         if markers is not None:
             return self._encode_texts(prompt_text, markers.response_prefix + response + markers.assistant_end,
@@ -165,6 +208,11 @@ class RewardModel(nn.Module):
         prompt_ids, vision = self._tokenize_prompt_cached(prompt_text, templated, item)
         with self._tokenize_lock:
             response_ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
+            if set(response_ids) & set(self.family.image_token_ids):
+                # A policy may write image-placeholder text in its answer (decoded with special tokens kept).
+                # Images only come from `images`: score such text as the characters it is.
+                response_ids = self.tokenizer(response_text, add_special_tokens=False,
+                                              split_special_tokens=True)["input_ids"]
         if not response_ids:
             raise InvalidInput("response tokenizes to nothing", param="response")
         prompt_ids, truncated = self._fit_length(prompt_ids, len(response_ids), item.truncate)

@@ -141,6 +141,20 @@ class ScoringModel(Protocol):
     def warmup(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class PromptSyntax:
+    """How a model's chat template writes turns and images as text (learned by ``models/rendered.py``)."""
+
+    chat_markers: tuple[str, ...]  # special tokens around turns, e.g. ("<|im_end|>", "<|im_start|>")
+    image_open: str = ""  # text before the image token in one slot, e.g. "<|vision_start|>"
+    image_token: str = ""  # the processor's image token, e.g. "<|image_pad|>" ("" for text-only models)
+    image_close: str = ""  # e.g. "<|vision_end|>"
+
+    @property
+    def image_slot(self) -> str:
+        return self.image_open + self.image_token + self.image_close
+
+
 class ServedModel(ScoringModel, Protocol):
     """Everything the API and server layers call on a served model (``RewardModel``, ``VllmRewardModel``
     and tests/fakes.py implement all of it)."""
@@ -164,6 +178,10 @@ class ServedModel(ScoringModel, Protocol):
         """Where the chat template puts an assistant reply; None without a chat template."""
         ...
 
+    def prompt_syntax(self) -> PromptSyntax | None:
+        """How the chat template writes turns and image slots as text; None without a chat template."""
+        ...
+
     def encode_rendered(
         self,
         prompt_text: str,
@@ -172,8 +190,10 @@ class ServedModel(ScoringModel, Protocol):
         images: list | None = None,
         truncate: bool = False,
         image_hashes: Sequence[str] | None = None,
+        param: str = "prompt",
     ) -> EncodedItem:
-        """Encode text already rendered with the chat template (raises InvalidInput without one)."""
+        """Encode text already rendered with the chat template (raises InvalidInput without one); image runs
+        of any length in it are one image each and must match ``images`` (``param`` names the text)."""
         ...
 
     def pooled_hidden_items(self, items: list[EncodedItem]) -> Any:

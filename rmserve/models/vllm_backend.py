@@ -184,14 +184,18 @@ class VllmRewardModel:
     def turn_markers(self):
         return self.encoder.turn_markers()
 
+    def prompt_syntax(self):
+        return self.encoder.prompt_syntax()
+
     # ---- encoding (CPU, thread-safe: the encoder's) ----------------------------------------------
     def encode(self, item: ScoreItem) -> EncodedItem:
         return self._for_vllm(self.encoder.encode(item), item.images)
 
     def encode_rendered(self, prompt_text: str, response: str, *, images: list | None = None,
-                        truncate: bool = False, image_hashes: list[str] | None = None) -> EncodedItem:
+                        truncate: bool = False, image_hashes: list[str] | None = None,
+                        param: str = "prompt") -> EncodedItem:
         encoded = self.encoder.encode_rendered(prompt_text, response, images=images, truncate=truncate,
-                                               image_hashes=image_hashes)
+                                               image_hashes=image_hashes, param=param)
         return self._for_vllm(encoded, images or [])
 
     def encode_prompt(self, item: ScoreItem):

@@ -84,7 +84,7 @@ def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) 
     weights = config.ensemble_weight_list()
     ensemble = EnsembleSpec(config.ensemble_name, config.ensemble, tuple(weights) if weights else None)
     return ScoreService(
-        ModelSet(engines, ensemble=ensemble),
+        ModelSet(engines, ensemble=ensemble, aliases=config.served_model_names()),
         limits=limits,
         images=ImageLoader(image_limits, cache, fetcher=fetcher),
         safety=config.build_safety_policy(),
@@ -119,7 +119,8 @@ async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dic
     loaded: dict[str, ServedModel] | list[ServedModel] = {} if all(name for name, _ in specs) else []
     seconds = []
     for name, path in specs:
-        cfg = config if len(specs) == 1 else dataclasses.replace(config, model=path)
+        # the factory gets the directory alone: a single NAME=DIR is a name and a path, not a path
+        cfg = dataclasses.replace(config, model=path)
         start = time.perf_counter()
         model = await asyncio.to_thread(factory, cfg)
         seconds.append(time.perf_counter() - start)

@@ -138,11 +138,15 @@ def error_from_rpc(error: grpc.RpcError) -> RMServeError:
     pairs = error.trailing_metadata() if hasattr(error, "trailing_metadata") else None
     meta = {key: value for key, value in (pairs or ())}
     retry = meta.get("retry-after")
+    param = meta.get("rmserve-error-param")
+    message = (error.details() if hasattr(error, "details") else None) or name
+    if param and message.startswith(f"{param}: "):  # the status details lead with the field; .param has it
+        message = message[len(param) + 2 :]
     return error_for_grpc(name)(
-        (error.details() if hasattr(error, "details") else None) or name,
+        message,
         status=name,
         type=meta.get("rmserve-error-type"),
-        param=meta.get("rmserve-error-param"),
+        param=param,
         code=meta.get("rmserve-error-code"),
         retry_after=float(retry) if retry else None,
     )

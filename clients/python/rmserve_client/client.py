@@ -359,7 +359,7 @@ class RewardClient(BaseClient):
         *, timeout: float | None = _DEFAULT,
     ) -> dict[str, Any]:
         """OpenRLHF's remote-RM call (``POST /get_reward``, REST only): ``{"rewards", "scores", "extra_logs"}``."""
-        body = {"query": list(queries), "prompts": list(prompts or []), "labels": list(labels or [])}
+        body = _get_reward_body(queries, prompts, labels)
         return self._call("get_reward", body, self._deadline(timeout))
 
     def _single(self, op: str, fields: dict[str, Any], model: str | None, timeout: Any) -> dict[str, Any]:
@@ -683,7 +683,7 @@ class AsyncRewardClient(BaseClient):
         self, queries: Sequence[str], prompts: Sequence[str] | None = None, labels: Sequence[Any] | None = None,
         *, timeout: float | None = _DEFAULT,
     ) -> dict[str, Any]:
-        body = {"query": list(queries), "prompts": list(prompts or []), "labels": list(labels or [])}
+        body = _get_reward_body(queries, prompts, labels)
         return await self._call("get_reward", body, self._deadline(timeout))
 
     async def _single(self, op: str, fields: dict[str, Any], model: str | None, timeout: Any) -> dict[str, Any]:
@@ -695,6 +695,16 @@ class AsyncRewardClient(BaseClient):
             return await self._call(op, wire, deadline)
 
         return await self._send(items, deadline, send, prefix="")
+
+
+def _get_reward_body(queries: Sequence[str], prompts: Sequence[str] | None, labels: Sequence[Any] | None) -> dict:
+    """OpenRLHF's payload; prompts and labels only when given (an empty list would not match the queries)."""
+    body: dict[str, Any] = {"query": list(queries)}
+    if prompts is not None:
+        body["prompts"] = list(prompts)
+    if labels is not None:
+        body["labels"] = list(labels)
+    return body
 
 
 async def _aiter(items: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:

@@ -16,6 +16,13 @@ an HTTP remote RM, whose chat-template parsing lives in the server), through the
 the environment, since OpenRLHF passes none: ``RMSERVE_URL`` (default http://127.0.0.1:8000; must
 be http(s): /get_reward is a REST route), ``RMSERVE_API_KEY``, ``RMSERVE_TIMEOUT`` (seconds, 180).
 Lists come back, exactly what the HTTP path gives OpenRLHF (no torch needed here).
+
+Images: OpenRLHF sends no pixels (a VLM policy's query only holds its expanded image-pad run), so the
+dataset's label column (``--data.label_key``) must carry them, as a JSON object (or a string holding
+one) ``{"images": [data URL | {"sha256": ...}], "ground_truth": ...}``; the label goes to the server
+as it is. Ray: this file runs inside the vLLM rollout actors, so ``RMSERVE_URL`` must be in the job's
+runtime env (``ray job submit --runtime-env-json '{"env_vars": {"RMSERVE_URL": "http://rm:8000"}}'``)
+and ``rmserve-client`` installed on every node.
 """
 
 from __future__ import annotations

@@ -19,10 +19,14 @@ How TRL calls it (trl 1.x ``GRPOTrainer._calculate_rewards``; 0.2x the same, min
   the other async reward functions. TRL names the reward after ``__name__`` (logged as
   ``rewards/<name>/mean``); both classes set it (default ``"rmserve"``).
 
-Failures: an item the server rejects (too long, a broken image) gets ``None`` (TRL: NaN, excluded
-from the group baseline) and a warning; anything else (server down after retries) raises, because
-silently training on missing rewards is worse than stopping. Both classes pickle (the client is
-made again on first use), as TRL's multiprocess paths need.
+Every policy output gets a reward: an empty or whitespace completion is scored as the empty
+assistant turn, an over-long one is truncated (items go out with ``truncate: true``; pass
+``truncate=False`` to have them refused instead). An item the server still rejects (a broken dataset
+image) gets ``None`` (TRL: NaN, excluded from the group baseline) and one warning naming the field;
+the rest of its batch is resent at once without it (one more request per bad item, never one request
+per item). Anything else (server down after retries) raises, because silently training on missing
+rewards is worse than stopping. Both classes pickle (the client is made again on first use), as
+TRL's multiprocess paths need.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -57,7 +62,7 @@ def _text(content: Any, images: list[Any]) -> str:
     return "\n".join(p for p in parts if p)
 
 
-def to_item(prompt: Any, completion: Any, images: Any = None) -> dict[str, Any]:
+def to_item(prompt: Any, completion: Any, images: Any = None, *, truncate: bool = True) -> dict[str, Any]:
     """One (prompt, completion) in TRL's format -> an rmserve score item."""
     found: list[Any] = []
     if isinstance(completion, str):
@@ -76,23 +81,34 @@ def to_item(prompt: Any, completion: Any, images: Any = None) -> dict[str, Any]:
     if found:
         item["images"] = found
     item["response"] = response
+    item["truncate"] = truncate
     return item
 
 
-def to_items(prompts: Sequence[Any], completions: Sequence[Any], kwargs: Mapping[str, Any]) -> list[dict[str, Any]]:
+def to_items(prompts: Sequence[Any], completions: Sequence[Any], kwargs: Mapping[str, Any], *,
+             truncate: bool = True) -> list[dict[str, Any]]:
     if len(prompts) != len(completions):
         raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
     column = kwargs.get("images", kwargs.get("image"))
     images = list(column) if column is not None else [None] * len(prompts)
-    return [to_item(p, c, im) for p, c, im in zip(prompts, completions, images, strict=True)]
+    return [to_item(p, c, im, truncate=truncate) for p, c, im in zip(prompts, completions, images, strict=True)]
 
 
 def _chunks(items: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _bad_items(exc: InvalidRequest, n: int) -> str:
-    return f"rmserve rejected an item ({exc.param or '?'}: {exc.message}); scoring the {n} items one by one"
+_ITEM = re.compile(r"^items\.(\d+)(?:\.|$)")
+
+
+def rejected_index(exc: InvalidRequest, n: int) -> int | None:
+    """The batch position the server's error names (``items.3.images.0`` -> 3), if it names one."""
+    match = _ITEM.match(exc.param or "")
+    return int(match.group(1)) if match and int(match.group(1)) < n else None
+
+
+def _warn(exc: InvalidRequest, where: str) -> None:
+    log.warning("rmserve rejected %s (%s): %s; its reward is None", where, exc.code or "invalid", exc.message)
 
 
 class _RewardBase:
@@ -104,9 +120,11 @@ class _RewardBase:
         returns: Sequence[str] | None = None,
         batch_size: int = 64,
         timeout: float | None = 120.0,
+        truncate: bool = True,
         **client_options: Any,
     ):
         self.__name__ = name
+        self.truncate = truncate
         self.url = url
         self.batch_size = batch_size
         self.timeout = timeout
@@ -131,21 +149,29 @@ class RMServeReward(_RewardBase):
         return self._client
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        chunks = _chunks(to_items(prompts, completions, kwargs), self.batch_size)
+        chunks = _chunks(to_items(prompts, completions, kwargs, truncate=self.truncate), self.batch_size)
         if len(chunks) == 1:
             return self._score(chunks[0])
         with concurrent.futures.ThreadPoolExecutor(min(8, len(chunks))) as pool:
             return [r for chunk in pool.map(self._score, chunks) for r in chunk]
 
     def _score(self, items: list[dict[str, Any]]) -> list[float | None]:
-        try:
-            return [r.reward for r in self.client.score(items, returns=self.returns)]
-        except InvalidRequest as exc:
-            if len(items) == 1:
-                log.warning("rmserve rejected an item (%s: %s); its reward is None", exc.param, exc.message)
-                return [None]
-            log.warning(_bad_items(exc, len(items)))
-            return [r for item in items for r in self._score([item])]
+        rewards: list[float | None] = [None] * len(items)
+        pending = list(range(len(items)))  # positions still to score
+        while pending:
+            try:
+                results = self.client.score([items[k] for k in pending], returns=self.returns)
+            except InvalidRequest as exc:
+                bad = rejected_index(exc, len(pending))
+                if bad is None:  # about the request, not one item (wrong model name, limits): a setup error
+                    raise
+                _warn(exc, f"item {pending[bad]}")
+                del pending[bad]  # the others go again at once, without it
+                continue
+            for k, result in zip(pending, results, strict=True):
+                rewards[k] = result.reward
+            return rewards
+        return rewards
 
     def close(self) -> None:
         if self._client is not None:
@@ -163,19 +189,27 @@ class AsyncRMServeReward(_RewardBase):
         return self._client
 
     async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
-        chunks = _chunks(to_items(prompts, completions, kwargs), self.batch_size)
+        chunks = _chunks(to_items(prompts, completions, kwargs, truncate=self.truncate), self.batch_size)
         scored = await asyncio.gather(*(self._score(chunk) for chunk in chunks))
         return [r for chunk in scored for r in chunk]
 
     async def _score(self, items: list[dict[str, Any]]) -> list[float | None]:
-        try:
-            return [r.reward for r in await self.client.score(items, returns=self.returns)]
-        except InvalidRequest as exc:
-            if len(items) == 1:
-                log.warning("rmserve rejected an item (%s: %s); its reward is None", exc.param, exc.message)
-                return [None]
-            log.warning(_bad_items(exc, len(items)))
-            return [r for chunk in await asyncio.gather(*(self._score([i]) for i in items)) for r in chunk]
+        rewards: list[float | None] = [None] * len(items)
+        pending = list(range(len(items)))
+        while pending:
+            try:
+                results = await self.client.score([items[k] for k in pending], returns=self.returns)
+            except InvalidRequest as exc:
+                bad = rejected_index(exc, len(pending))
+                if bad is None:
+                    raise
+                _warn(exc, f"item {pending[bad]}")
+                del pending[bad]
+                continue
+            for k, result in zip(pending, results, strict=True):
+                rewards[k] = result.reward
+            return rewards
+        return rewards
 
     async def aclose(self) -> None:
         if self._client is not None:
