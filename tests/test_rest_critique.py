@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import httpx
 import pytest
 
+from rmserve.api import critique as critique_api
 from rmserve.config import ServerConfig
 from rmserve.server import create_app
 from tests.serving import asgi_client, uvicorn_server, wait_ready
@@ -51,15 +54,33 @@ async def test_server_sent_events_end_with_the_reward(model):
     assert "".join(e["delta"] for e in deltas).strip() == whole["critique"]
 
 
-async def test_errors_after_the_stream_started_are_an_error_event(model):
+async def test_errors_after_the_stream_started_are_an_error_event(model, monkeypatch):
+    """The deadline passes after the first chunk went out: the answer is already 200, so the stream ends
+    with an ``event: error`` naming ``deadline_exceeded`` (and no final reward chunk)."""
+    held = threading.Event()
+
+    class HeldAfterFirstChunk(critique_api.TokenStream):
+        def _send(self, item):
+            super()._send(item)
+            if isinstance(item, str) and not held.is_set():  # the first piece of text is on its way
+                held.set()
+                while time.monotonic() < self._deadline + 0.05:  # generation stalls past the deadline
+                    time.sleep(0.01)
+
+    monkeypatch.setattr(critique_api, "TokenStream", HeldAfterFirstChunk)
     async with asgi_client(create_app(ServerConfig(max_wait_ms=1), model=model)) as client:
-        # 1 ms: the deadline passes during generation, after the first event could have been sent
         r = await client.post(
-            "/v1/critique", json={**REQUEST, "stream": True}, headers={"x-request-timeout-ms": "1"}
+            "/v1/critique", json={**REQUEST, "stream": True}, headers={"x-request-timeout-ms": "1500"}
         )
-        assert r.status_code in (200, 504)
-        if r.status_code == 200:  # deadline hit after the first chunk: the stream ends with an error event
-            assert "event: error" in r.text and "deadline_exceeded" in r.text
-        else:
-            assert r.json()["error"]["code"] == "deadline_exceeded"
-        assert (await client.post("/v1/critique", json=REQUEST)).status_code == 200
+        assert held.is_set()
+        assert r.status_code == 200, r.text
+        blocks = [b for b in r.text.split("\n\n") if b]
+        *chunks, last = blocks
+        data = [json.loads(b.removeprefix("data: ")) for b in chunks]
+        assert data and all(c["object"] == "critique.chunk" and c["delta"] and not c["done"] for c in data)
+        event, payload = last.split("\n")
+        assert event == "event: error"
+        error = json.loads(payload.removeprefix("data: "))["error"]
+        assert error["code"] == "deadline_exceeded" and error["type"] == "deadline_exceeded", error
+        monkeypatch.undo()
+        assert (await client.post("/v1/critique", json=REQUEST)).status_code == 200  # the worker is free again
