@@ -1,4 +1,5 @@
-"""Two CPU processes under `accelerate launch` (gloo DDP) train on different data and end with identical weights."""
+"""Two CPU processes under `accelerate launch` (gloo DDP) train on different data and end with identical weights,
+which moved from where both started."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_two_process_ddp_ranks_end_identical(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.load(open(tmp_path / f"rank{i}.json")) for i in range(2)]
     assert all(r["world"] == 2 for r in ranks)
+    assert ranks[0]["before"] == ranks[1]["before"]  # both ranks start from the same weights
+    assert all(r["steps"] == 3 and r["sha256"] != r["before"] for r in ranks)  # 3 optimizer steps moved them
     assert ranks[0]["sha256"] == ranks[1]["sha256"]  # gradients were all-reduced every step
     assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 12  # 3 steps x 2 micro-batches x 2 pairs
     assert set(ranks[0]["seen"]) != set(ranks[1]["seen"])  # each rank trained on its own shard

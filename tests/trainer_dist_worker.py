@@ -14,6 +14,15 @@ import torch
 from rmserve_trainer.cli import build_parser, build_trainer
 
 
+def weights_sha256(trainer) -> str:
+    state = trainer.accelerator.unwrap_model(trainer.module).state_dict()
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
     torch.set_num_threads(1)
@@ -26,15 +35,12 @@ def main() -> None:
         return compute_loss(pb)
 
     trainer.compute_loss = recording
+    before = weights_sha256(trainer)  # equal hashes after fit() prove nothing if no step changed a weight
     trainer.fit()
-    state = trainer.accelerator.unwrap_model(trainer.module).state_dict()
-    digest = hashlib.sha256()
-    for key in sorted(state):
-        digest.update(key.encode())
-        digest.update(state[key].detach().cpu().float().numpy().tobytes())
     rank = trainer.accelerator.process_index
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump({"sha256": digest.hexdigest(), "world": trainer.accelerator.num_processes, "seen": seen}, f)
+        json.dump({"before": before, "sha256": weights_sha256(trainer), "world": trainer.accelerator.num_processes,
+                   "steps": trainer.step, "seen": seen}, f)
     trainer.save_checkpoint()
 
 
