@@ -121,7 +121,7 @@ bench-vllm: $(VLLM_STAMP)
 		--variant 'vllm=--backend vllm' --no-plot $(BENCH_ARGS)
 
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_PY) -m pytest -q -p no:cacheprovider --timeout=900 tests/vllm
+	$(VLLM_PY) -m pytest -q -p no:cacheprovider --timeout=900 --require=vllm tests/vllm
 
 .PHONY: vllm-cpu-env test-vllm bench-vllm
 

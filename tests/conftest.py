@@ -25,6 +25,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from rmserve.engine import Engine, EngineConfig  # noqa: E402
 from rmserve.models.types import ScoreItem  # noqa: E402
+from tests import skips  # noqa: E402
 from tests.fakes import FakeRewardModel  # noqa: E402
 
 hf_logging.disable_progress_bar()
@@ -42,6 +43,14 @@ def pytest_addoption(parser):
     parser.addoption("--ops", action="store_true", help="run the long operations tests (marker `ops`; make test-ops)")
     parser.addoption("--integrations", action="store_true",
                      help="run the RL-framework integration runs (marker `integrations`; make test-integrations)")
+    skips.pytest_addoption(parser)  # --require, --fail-all-skipped (tests/skips.py)
+
+
+def pytest_configure(config):
+    skips.pytest_configure(config)
+
+
+pytest_sessionfinish = skips.pytest_sessionfinish
 
 
 def pytest_collection_modifyitems(config, items):

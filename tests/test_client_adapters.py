@@ -38,7 +38,7 @@ def server():
 
 # ── TRL ────────────────────────────────────────────────────────────────────────────────────────
 
-trl = pytest.importorskip("trl", reason="install trl (with requirements/constraints.txt) for the TRL adapter test")
+import trl  # noqa: E402, F401  (requirements/dev.txt: `make test` must run this, never skip it)
 
 
 def _trainer_shell(reward_funcs):

@@ -17,12 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-try:
-    from rmserve.models import default_model_path, load_reward_model
-except ImportError as exc:  # the model library lands separately
-    pytest.skip(f"rmserve.models is not importable yet: {exc}", allow_module_level=True)
-
 from rmserve.config import ServerConfig
+from rmserve.models import default_model_path, load_reward_model
 from rmserve.server import create_app
 from tests.conftest import data_url
 from tests.serving import asgi_client, make_app, wait_ready

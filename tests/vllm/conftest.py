@@ -6,7 +6,9 @@ the server's own factory (``load_model_from_config`` with ``backend="vllm"``). v
 process per model (two for a critique model) on the CPU: ~20-60 s each on 2 cores, so every model is
 loaded once per session and shared by all tests.
 
-Without vLLM (the main .venv) every test module here is skipped with the reason.
+Without vLLM (the main .venv) every test module here is skipped with the reason; ``make test-vllm``
+passes ``--require=vllm``, so there a missing vLLM is an error, and so is, everywhere, a vLLM that is
+installed but fails to import (``tests/skips.py``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import os
 
 import pytest
+
+from tests.skips import optional_import
 
 # Before vLLM is imported: a small CPU KV cache (the default is a fraction of all RAM per engine).
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -24,8 +28,9 @@ MEASURED: dict[str, float] = {}  # what the tests measured, printed at the end o
 
 
 def skip_without_vllm():
-    return pytest.importorskip(
-        "vllm", reason="vLLM is not installed in this environment (the vLLM backend tests run with `make test-vllm`)"
+    __tracebackhide__ = True  # report the skip at the test module's line
+    return optional_import(
+        "vllm", "vLLM is not installed in this environment (the vLLM backend tests run with `make test-vllm`)"
     )
 
 

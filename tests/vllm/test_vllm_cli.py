@@ -13,14 +13,13 @@ import sys
 import time
 
 import httpx
-import pytest
 
 from rmserve.models import load_reward_model
 from rmserve.models.types import ScoreItem
 from tests.vllm.conftest import TOLERANCE, record, skip_without_vllm
 
 skip_without_vllm()
-psutil = pytest.importorskip("psutil")  # a vLLM dependency
+import psutil  # noqa: E402  (a vLLM dependency: installed wherever vLLM is)
 
 ITEMS = [ScoreItem(prompt=f"How many objects are in picture {k}?", response=f"There are {k} objects." * (k + 1))
          for k in range(6)]
