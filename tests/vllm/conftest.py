@@ -23,7 +23,8 @@ from tests.skips import optional_import
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 
-TOLERANCE = 1e-3  # vLLM vs transformers, fp32 (measured: ~1e-7)
+TOLERANCE = 1e-5  # vLLM vs transformers, fp32 (measured: ~1e-7); a wrong token or mask moves these 1e-2..1e-1
+APART = 100 * TOLERANCE  # the items of a comparison score at least this far apart: swapped outputs would fail
 MEASURED: dict[str, float] = {}  # what the tests measured, printed at the end of the run
 
 
@@ -32,6 +33,12 @@ def skip_without_vllm():
     return optional_import(
         "vllm", "vLLM is not installed in this environment (the vLLM backend tests run with `make test-vllm`)"
     )
+
+
+def assert_apart(values: list[float], name: str) -> None:
+    """The reference values of a comparison are far apart, so outputs in the wrong order cannot pass."""
+    gap = min(abs(a - b) for i, a in enumerate(values) for b in values[i + 1 :])
+    assert gap > APART, f"{name}: two items score {gap:.2e} apart (< {APART:.0e}): pick items that score apart"
 
 
 def record(name: str, value: float) -> None:

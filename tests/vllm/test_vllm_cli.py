@@ -16,7 +16,7 @@ import httpx
 
 from rmserve.models import load_reward_model
 from rmserve.models.types import ScoreItem
-from tests.vllm.conftest import TOLERANCE, record, skip_without_vllm
+from tests.vllm.conftest import TOLERANCE, assert_apart, record, skip_without_vllm
 
 skip_without_vllm()
 import psutil  # noqa: E402  (a vLLM dependency: installed wherever vLLM is)
@@ -71,6 +71,7 @@ def test_serve_with_the_vllm_backend(checkpoints, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)  # whatever is left of the process group
     assert info["device"] == "vllm:cpu" and info["max_length"] == 1024 and info["dtype"] == "float32"
     want = [o.reward for o in load_reward_model(path).score(ITEMS, batch_size=1)]
+    assert_apart(want, "rm: /v1/score items")
     got = [o["reward"] for o in reply.json()["items"]]
     worst = max(abs(g - w) for g, w in zip(got, want, strict=True))
     record("rm: `rmserve serve --backend vllm` (compiled) /v1/score", worst)

@@ -1,4 +1,4 @@
-"""The vLLM backend in-process: same ids as the transformers backend, same rewards (fp32, 1e-3), same
+"""The vLLM backend in-process: same ids as the transformers backend, same rewards (fp32, 1e-5), same
 greedy critiques. Runs in .venv-vllm (``make test-vllm``); skipped elsewhere."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import torch
 
 from rmserve.models.critique import generate_critique
 from rmserve.models.types import ScoreItem
-from tests.vllm.conftest import TOLERANCE, record, skip_without_vllm
+from tests.vllm.conftest import TOLERANCE, assert_apart, record, skip_without_vllm
 
 skip_without_vllm()
 
@@ -26,6 +26,10 @@ ITEMS = [
 
 
 def assert_outputs_close(got, want, name: str) -> None:
+    assert_apart([w.reward for w in want], name)
+    for field in ("attributes", "safety"):
+        for label in getattr(want[0], field) or {}:
+            assert_apart([getattr(w, field)[label] for w in want], f"{name} {field}.{label}")
     worst = 0.0
     for g, w in zip(got, want, strict=True):
         worst = max(worst, abs(g.reward - w.reward))
