@@ -25,6 +25,28 @@ def detect_family(config) -> str:
     return "causal_lm"
 
 
+def process_images(processor, images: list, **kwargs):
+    """``processor(images=..., **kwargs)``; an image the processor refuses is an ``InvalidInput`` naming it.
+
+    Image processors check shapes the decoder accepted (Qwen-VL: aspect ratio under 200, at least one
+    patch), and raise ValueError for the whole call; the client needs to know *which* image, so each
+    image is tried alone with the image processor to find it (only on this error path).
+    """
+    try:
+        return processor(images=images, **kwargs)
+    except ValueError as exc:
+        flat = [im for group in images for im in group] if images and isinstance(images[0], list) else images
+        for j, image in enumerate(flat or []):
+            try:
+                processor.image_processor(images=[image], return_tensors="pt")
+            except ValueError as alone:
+                raise InvalidInput(
+                    f"image {j} ({image.width}x{image.height}) cannot be processed by this model: {alone}",
+                    param=f"images.{j}", code="invalid_image",
+                ) from None
+        raise exc
+
+
 class TextFamily:
     """Causal LMs and sequence classifiers: 1D positions from the mask."""
 
@@ -66,7 +88,7 @@ class QwenVLFamily(TextFamily):
         self.image_token_ids = (cfg.image_token_id, cfg.vision_start_token_id, getattr(cfg, "vision_end_token_id", -1))
 
     def tokenize_prompt(self, prompt_text, images, add_special_tokens):
-        out = self.processor(text=[prompt_text], images=images or None, return_tensors="pt",
+        out = process_images(self.processor, images or None, text=[prompt_text], return_tensors="pt",
                              add_special_tokens=add_special_tokens)
         vision = {}
         if images:
@@ -115,8 +137,8 @@ class LlavaOnevisionFamily(TextFamily):
         self.image_token_ids = (self.image_token_id,)
 
     def tokenize_prompt(self, prompt_text, images, add_special_tokens):
-        out = self.processor(text=[prompt_text], images=[images] if images else None, return_tensors="pt",
-                             add_special_tokens=add_special_tokens)
+        out = process_images(self.processor, [images] if images else None, text=[prompt_text],
+                             return_tensors="pt", add_special_tokens=add_special_tokens)
         vision = {}
         if images:
             vision = {"pixel_values": out["pixel_values"], "image_sizes": out["image_sizes"],
