@@ -103,11 +103,44 @@ def test_too_long_is_refused_unless_truncate(tiny_models):
         image_id = model.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         full = model.encode(ScoreItem(prompt="q", response="red", images=[img]))
         assert enc.input_ids.count(image_id) == full.input_ids.count(image_id)
-        assert model.score_batch([enc])[0].reward == model.score_batch([enc])[0].reward
         with pytest.raises(InvalidInput):  # the response alone is too long: truncation cannot help
             model.encode(ScoreItem(prompt="q", response="red " * 200, images=[img], truncate=True))
     finally:
         model.max_length = old
+
+
+def test_truncation_drops_the_oldest_prompt_text_and_scores_as_that_text(tiny_models):
+    """``truncate`` drops exactly the oldest question text (after the images), never an image or the response,
+    and the reward is the reward of the question without that text, scored directly."""
+    model = tiny_models("qwen2_5_vl")
+    images = [random_image(56, 42, seed=1)]
+    lines = [f"Line {i}: what colour is shape {i}?\n" for i in range(30)]  # lines tokenize alone: a clean cut
+    response = "The shapes are red, then blue."
+    full = model.encode(ScoreItem(prompt="".join(lines), response=response, images=images))
+    direct_item = ScoreItem(prompt="".join(lines[10:]), response=response, images=images)
+    direct = model.encode(direct_item)
+    old = model.max_length
+    model.max_length = direct.num_tokens  # room for exactly the last 20 lines
+    try:
+        cut_item = ScoreItem(prompt="".join(lines), response=response, images=images, truncate=True)
+        cut = model.encode(cut_item)
+        (got,) = model.score([cut_item])
+    finally:
+        model.max_length = old
+    assert cut.truncated and not direct.truncated and cut.num_tokens < full.num_tokens
+    assert cut.input_ids == direct.input_ids  # the first 10 lines went, and nothing else
+    response_ids = full.input_ids[full.prefix_len:]
+    assert cut.input_ids[cut.prefix_len:] == response_ids  # the response is whole
+    kept = model.tokenizer.decode(cut.input_ids[: cut.prefix_len])
+    assert "Line 0:" not in kept and "Line 9:" not in kept and "Line 10:" in kept and "Line 29:" in kept
+    image_id = model.tokenizer.convert_tokens_to_ids("<|image_pad|>")  # every image token and the pixels are kept
+    assert cut.input_ids.count(image_id) == full.input_ids.count(image_id) > 0
+    assert torch.equal(cut.vision["pixel_values"], full.vision["pixel_values"])
+    assert torch.equal(cut.vision["position_ids"], direct.vision["position_ids"])  # positions recomputed
+    (want,) = model.score([direct_item])
+    (untruncated,) = model.score([ScoreItem(prompt="".join(lines), response=response, images=images)])
+    assert got.reward == pytest.approx(want.reward, abs=1e-5)
+    assert abs(got.reward - untruncated.reward) > 1e-3  # the dropped text mattered: the check has teeth
 
 
 def test_default_model_is_deterministic_and_marked_untrained(default_model_dir, tmp_path, monkeypatch):
