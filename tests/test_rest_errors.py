@@ -12,8 +12,9 @@ import threading
 
 import httpx
 import pytest
+from PIL import Image
 
-from tests.conftest import data_url, png_bytes
+from tests.conftest import data_url, item, png_bytes
 from tests.fakes import NAN_MARKER, FakeRewardModel
 from tests.images_util import png_bomb
 from tests.serving import asgi_client, make_app
@@ -194,7 +195,9 @@ async def test_poisoned_item_fails_alone_while_its_batch_neighbours_succeed():
             error = await _assert_error(r, 500, "items.0", "non_finite_score")
             assert error["type"] == "backend_error"
         else:
-            assert r.status_code == 200
+            assert r.status_code == 200, r.text
+            want = model.expected(item(responses[i], prompt="Describe the image.")).reward
+            assert r.json()["items"][0]["reward"] == want
 
 
 async def test_routing_errors_use_the_error_shape():
@@ -208,7 +211,11 @@ async def test_raw_base64_images_work():
     async with asgi_client(_app()) as client:
         raw = base64.b64encode(png_bytes()).decode()
         r = await client.post("/v1/score", json={"items": [_item(images=[raw])]})
-        assert r.status_code == 200, r.text
+        as_url = await client.post("/v1/score", json={"items": [_item(images=[data_url(png_bytes())])]})
+        plain = await client.post("/v1/score", json={"items": [_item()]})
+    assert r.status_code == as_url.status_code == 200, r.text
+    assert r.json()["items"] == as_url.json()["items"]  # the same image, whichever way it was sent
+    assert r.json()["items"][0]["reward"] != plain.json()["items"][0]["reward"]  # and it was used
 
 
 async def test_image_sent_once_can_be_referenced_by_hash():
@@ -221,3 +228,6 @@ async def test_image_sent_once_can_be_referenced_by_hash():
         by_ref = await client.post("/v1/score", json={"items": [_item(images=[ref])]})
     assert inline.status_code == by_ref.status_code == 200
     assert inline.json()["items"] == by_ref.json()["items"]
+    want = FakeRewardModel(max_length=256).expected(item("A red square.", prompt="Describe the image.",
+                                                         images=[Image.new("RGB", (8, 8), (1, 2, 3))]))
+    assert by_ref.json()["items"][0]["reward"] == pytest.approx(want.reward, abs=1e-9)

@@ -9,7 +9,9 @@ import time
 
 import httpx
 import pytest
+from PIL import Image
 
+from rmserve.models.types import ScoreItem
 from tests.conftest import data_url, item, png_bytes
 from tests.fakes import FakeRewardModel
 from tests.serving import asgi_client, make_app, uvicorn_server, wait_ready
@@ -80,6 +82,20 @@ async def test_multi_item_request_with_images_and_all_outputs():
     verdict = {"raw_reward", "flagged", "flagged_categories", "safety_action"}
     assert set(body["items"][0]) == {"reward", "attributes", "safety"} | verdict
     assert set(body["items"][0]["attributes"]) == {"helpfulness", "correctness"}
+    # The values are the model's own, item by item (a keys-only check would pass on swapped or zeroed outputs).
+    sent = [
+        ScoreItem(prompt="What colour?", images=[Image.new("RGB", (8, 8), (0, 128, 255))], response="Blue-ish."),
+        ScoreItem(messages=payload["items"][1]["messages"], response="Hello."),
+    ]
+    for got, want in zip(body["items"], map(model.expected, sent), strict=True):
+        assert got["raw_reward"] == pytest.approx(want.reward, abs=1e-9)
+        assert got["attributes"] == pytest.approx(want.attributes, abs=1e-9)
+        assert got["safety"] == pytest.approx(want.safety, abs=1e-9)
+        assert got["flagged"] == bool(got["flagged_categories"])
+        assert set(got["flagged_categories"]) <= set(want.safety)
+        if got["safety_action"] in ("none", "flag"):  # the policy leaves the reward alone
+            assert got["reward"] == got["raw_reward"]
+    assert body["items"][0]["raw_reward"] != body["items"][1]["raw_reward"]
     for key in ("x-queue-time-ms", "x-inference-time-ms", "x-total-time-ms"):
         assert float(r.headers[key]) >= 0
 
