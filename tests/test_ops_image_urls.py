@@ -275,3 +275,38 @@ async def test_allowed_url_is_fetched_and_scored_like_the_inline_image():
             inline = await client.post("/v1/score", json={"items": [_item(images=[data_url(PNG)])]})
     assert by_url.status_code == 200, by_url.text
     assert by_url.json()["items"][0]["reward"] == inline.json()["items"][0]["reward"]
+
+
+def test_proxies_from_the_environment_are_ignored(monkeypatch):
+    """A proxy would make the connection instead of us (past the address check): HTTP(S)_PROXY / ALL_PROXY
+    in the server's environment must not be used. The "proxy" here answers with a different image."""
+    proxied = []
+    other = png_bytes((6, 6), (250, 0, 0))
+
+    class _Proxy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's name)
+            proxied.append(self.path)
+            self.send_response(200)
+            self.send_header("content-type", "image/png")
+            self.send_header("content-length", str(len(other)))
+            self.end_headers()
+            self.wfile.write(other)
+
+        def log_message(self, *args):
+            pass
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+            monkeypatch.setenv(name, proxy_url)
+        for name in ("NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with _loopback_images() as base:
+            fetcher = ImageFetcher(max_bytes=10_000, timeout_s=5.0, check=lambda address: None)
+            assert fetcher.fetch(base + "/cat.png", param="images.0") == PNG
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert proxied == []
