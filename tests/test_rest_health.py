@@ -62,6 +62,30 @@ async def test_model_load_failure_is_visible_on_healthz():
         assert (await client.get("/readyz")).status_code == 503
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # the thread's death is the point
+async def test_healthz_is_503_when_an_engine_thread_dies():
+    """Liveness must notice a dead engine (the k8s liveness probe restarts the pod), not only a failed load."""
+    app = make_app(FakeRewardModel())
+    async with asgi_client(app) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        engine = app.state.rmserve.engine
+
+        def bug(now):  # a bug in the batcher's own loop, outside any per-batch error handling
+            raise RuntimeError("simulated batcher bug")
+
+        engine._maybe_close_batch_locked = bug
+        with engine._cv:
+            engine._cv.notify_all()  # wake the batcher: it runs into the bug and its thread ends
+        for _ in range(200):
+            r = await client.get("/healthz")
+            if r.status_code != 200:
+                break
+            await asyncio.sleep(0.01)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "engine_dead" and "thread died" in r.json()["error"]["message"]
+        assert (await client.get("/readyz")).status_code == 503  # and it takes no traffic
+
+
 async def test_models_lists_the_served_model_with_untrained_flag():
     model = FakeRewardModel(untrained=True, heads=("reward", "safety"))
     async with asgi_client(make_app(model)) as client:
