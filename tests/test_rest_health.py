@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 
 import httpx
@@ -93,6 +94,21 @@ async def test_models_lists_the_served_model_with_untrained_flag():
     card = body["data"][0]
     assert card["id"] == "fake-rm" and card["untrained"] is True
     assert card["heads"] == ["reward", "safety"] and card["safety_categories"] == ["S1", "S10"]
+
+
+async def test_an_untrained_default_model_is_reported_and_logged_loudly(default_model_dir, caplog):
+    caplog.set_level(logging.INFO)
+    async with asgi_client(create_app(ServerConfig(model=default_model_dir, max_wait_ms=1))) as client:
+        card = (await client.get("/v1/models")).json()["data"][0]
+    assert card["untrained"] is True
+    (warning,) = [r for r in caplog.records if "UNTRAINED" in r.getMessage()]
+    assert warning.levelno == logging.WARNING and "!" * 78 in warning.getMessage()
+    assert card["id"] in warning.getMessage() and "--model" in warning.getMessage()
+
+    caplog.clear()
+    async with asgi_client(make_app(FakeRewardModel(untrained=False))) as client:
+        assert (await client.get("/v1/models")).json()["data"][0]["untrained"] is False
+    assert not [r for r in caplog.records if "UNTRAINED" in r.getMessage()]  # a trained model: no banner
 
 
 async def test_metrics_count_requests_by_endpoint_and_status():
