@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 LABELS = {
     "rmserve": "rmserve",
     "rmserve-no-share": "rmserve, no sharing",
@@ -75,6 +77,32 @@ def latency_checks(results: dict) -> list[dict]:
                     "max_wait_ms": max_wait, "batch_size": size, "batch_ms": trials[size]["batch_ms"],
                     "ok": row["p99_ms"] <= bound})
     return out
+
+
+def soak_verdict(first: dict, soak: dict, first_timeline: list, timeline: list) -> dict:
+    """The soak's "flat" verdict from the measured run's row and the 2x fresh run's row (same process).
+
+    The image, vision and prompt caches are LRUs bounded in bytes (256/256/64 MiB by default); a 2x run of
+    fresh images fills them further by design (~0.3 MiB per 224x224 image). What must not grow is
+    everything else: the verdict is on peak RSS growth minus the caches' own growth (``cache_mib``, read
+    from the server's /metrics), within max(32 MiB, 5% of the first peak); raw growth is reported beside it.
+    """
+    growth = (soak["peak_rss_mib"] or 0) - (first["peak_rss_mib"] or 0)
+    cache_growth = soak.get("cache_mib", 0.0) - first.get("cache_mib", 0.0)
+    tolerance = max(32.0, 0.05 * (first["peak_rss_mib"] or 0))
+    tail = [mib for _, mib in timeline[len(timeline) * 2 // 3:]]
+    return {
+        "responses": [first["responses"], soak["responses"]],
+        # A leak raises the typical RSS too; a bigger worst-case batch only raises the peak.
+        "median_rss_mib": [statistics.median([mib for _, mib in first_timeline] or [0]),
+                           statistics.median(tail or [0])],
+        "peak_rss_mib": [first["peak_rss_mib"], soak["peak_rss_mib"]],
+        "rss_end_mib": [first["rss_end_mib"], soak["rss_end_mib"]],
+        "cache_mib": [first.get("cache_mib"), soak.get("cache_mib")],
+        "growth_mib": growth, "cache_growth_mib": cache_growth, "growth_excl_caches_mib": growth - cache_growth,
+        "tolerance_mib": tolerance, "flat": growth - cache_growth <= tolerance,
+        "timeline_mib": {"measured": first_timeline[::2], "soak": timeline[::2]},
+    }
 
 
 def _f(value, digits: int = 1) -> str:

@@ -33,7 +33,6 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import threading
@@ -283,26 +282,7 @@ class Bench:
         row.pop("rewards")
         timeline = row.pop("rss_timeline")
         self.add_row("grpo", "rmserve-soak", "server", row, argv=server.command, pid=server.pid)
-        growth = (row["peak_rss_mib"] or 0) - (first["peak_rss_mib"] or 0)
-        # The image, vision and prompt caches are LRUs bounded in bytes (256/256/64 MiB by default); a 2x run of
-        # fresh images fills them further by design (~0.3 MiB per 224x224 image). What must not grow
-        # is everything else: the flat verdict is on peak RSS growth minus the caches' own growth,
-        # read from the server's /metrics (raw growth and cache sizes are reported beside it).
-        cache_growth = row.get("cache_mib", 0.0) - first.get("cache_mib", 0.0)
-        tolerance = max(32.0, 0.05 * (first["peak_rss_mib"] or 0))
-        tail = [mib for _, mib in timeline[len(timeline) * 2 // 3:]]
-        self.soak = {
-            "responses": [first["responses"], row["responses"]],
-            # A leak raises the typical RSS too; a bigger worst-case batch only raises the peak.
-            "median_rss_mib": [statistics.median([mib for _, mib in first_timeline] or [0]),
-                               statistics.median(tail or [0])],
-            "peak_rss_mib": [first["peak_rss_mib"], row["peak_rss_mib"]],
-            "rss_end_mib": [first["rss_end_mib"], row["rss_end_mib"]],
-            "cache_mib": [first.get("cache_mib"), row.get("cache_mib")],
-            "growth_mib": growth, "cache_growth_mib": cache_growth, "growth_excl_caches_mib": growth - cache_growth,
-            "tolerance_mib": tolerance, "flat": growth - cache_growth <= tolerance,
-            "timeline_mib": {"measured": first_timeline[::2], "soak": timeline[::2]},
-        }
+        self.soak = report.soak_verdict(first, row, first_timeline, timeline)
 
     def add_row(self, workload: str, system: str, kind: str, values: dict, **extra) -> dict:
         row = {"workload": workload, "system": system, "kind": kind, **values, **extra,

@@ -143,3 +143,67 @@ def test_client_sends_a_group_together_within_the_limit():
     assert 4 <= state["max"] <= 8  # a group's 4 requests overlap; never more than 8 in flight
     with pytest.raises(ValueError, match="group of 4"):
         asyncio.run(drive("http://127.0.0.1:9", [[b"{}"] * 4], concurrency=2))
+
+
+# ── the verdicts on known inputs: a wrong formula or comparison fails here, whatever the machine ─────
+
+
+def _row(workload: str, system: str, rate: float, **fields) -> dict:
+    return {"workload": workload, "system": system, "kind": "server", "responses_per_s": rate, **fields}
+
+
+def test_ratio_verdicts_on_known_rates():
+    from bench.report import ratios
+
+    rows = [_row("text", "rmserve", 8.0), _row("text", "ceiling", 10.0), _row("text", "naive", 16.0),
+            _row("grpo", "rmserve", 20.0), _row("grpo", "naive", 10.0), _row("grpo", "ceiling", 12.5),
+            _row("grpo", "rmserve-no-share", 14.0), _row("grpo", "ceiling-share", 40.0),
+            _row("image", "rmserve", 7.9), {**_row("image", "ceiling", 10.0), "error": "died"}]
+    got = {(r["workload"], r["ratio"]): r for r in ratios({"rows": rows})}
+    expect = {  # (value, ok): goals 0.8 (vs ceiling), 2.0 / 1.6 / 1.5 (GRPO), none for naive on single samples
+        ("text", "rmserve / ceiling"): (0.8, True),  # exactly at the goal passes
+        ("text", "rmserve / naive"): (0.5, None),
+        ("grpo", "rmserve / naive"): (2.0, True),
+        ("grpo", "rmserve / ceiling"): (1.6, True),
+        ("grpo", "rmserve / rmserve-no-share"): (20 / 14, False),  # 1.43 < 1.5
+        ("grpo", "rmserve / ceiling-share"): (0.5, None),
+        ("image", "rmserve / ceiling"): (None, None),  # the ceiling failed: no value, no verdict
+        ("image", "rmserve / naive"): (None, None),
+    }
+    assert set(got) == set(expect)
+    for key, (value, ok) in expect.items():
+        assert got[key]["value"] == (pytest.approx(value) if value is not None else None), key
+        assert got[key]["ok"] is ok, key
+
+
+def test_latency_bound_on_known_sweeps():
+    from bench.report import latency_checks
+
+    sweeps = {"text/ceiling": {"1": {"batch_ms": 10.0}, "16": {"batch_ms": 40.0}, "64": {"batch_ms": 500.0}}}
+    results = {"rows": [_row("text", "rmserve", 5.0, p99_ms=134.0, max_batch_size=32, max_wait_ms=5.0),
+                        _row("text", "rmserve-slow", 5.0, p99_ms=136.0, max_batch_size=32, max_wait_ms=5.0),
+                        _row("text", "naive", 5.0, p99_ms=999.0)],
+               "sweeps": sweeps, "server_max_batch_size": 32, "server_max_wait_ms": 5.0}
+    checks = {c["system"]: c for c in latency_checks(results)}
+    assert set(checks) == {"rmserve", "rmserve-slow"}  # only rmserve rows have the bound
+    # 3 x (max wait 5 + one batch at the largest swept size <= 32, i.e. 16: 40 ms) = 135 ms
+    assert checks["rmserve"]["bound_ms"] == 135.0 and checks["rmserve"]["batch_size"] == 16
+    assert checks["rmserve"]["ok"] is True and checks["rmserve-slow"]["ok"] is False
+
+
+def test_soak_verdict_discounts_only_the_bounded_caches():
+    from bench.report import soak_verdict
+
+    first = {"responses": 100, "peak_rss_mib": 400.0, "rss_end_mib": 390.0, "cache_mib": 10.0}
+    timeline = [(t, 380.0 + t) for t in range(9)]
+    flat = soak_verdict(first, {"responses": 200, "peak_rss_mib": 470.0, "rss_end_mib": 460.0, "cache_mib": 60.0},
+                        timeline, timeline)
+    # grew 70 MiB, 50 of them the caches: 20 outside them, within max(32, 5% of 400) = 32
+    assert (flat["growth_mib"], flat["cache_growth_mib"], flat["growth_excl_caches_mib"]) == (70.0, 50.0, 20.0)
+    assert flat["tolerance_mib"] == 32.0 and flat["flat"] is True
+    assert flat["responses"] == [100, 200] and flat["median_rss_mib"] == [384.0, 387.0]
+    leak = soak_verdict(first, {"responses": 200, "peak_rss_mib": 470.0, "rss_end_mib": 460.0, "cache_mib": 20.0},
+                        timeline, timeline)
+    assert leak["growth_excl_caches_mib"] == 60.0 and leak["flat"] is False  # the same growth, not the caches
+    big = {**first, "peak_rss_mib": 2000.0}
+    assert soak_verdict(big, {**big, "peak_rss_mib": 2090.0}, timeline, timeline)["flat"] is True  # 90 <= 5%
