@@ -11,7 +11,7 @@ import grpc
 import httpx
 import pytest
 from PIL import Image
-from rmserve_client._proto import reward_pb2 as pb
+from rmserve_client.proto import reward_pb2 as pb
 
 from rmserve.models import HeadSpec
 from rmserve.models.tiny import build_tiny_reward_model
