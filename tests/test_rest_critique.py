@@ -68,9 +68,10 @@ async def test_errors_after_the_stream_started_are_an_error_event(model, monkeyp
                     time.sleep(0.01)
 
     monkeypatch.setattr(critique_api, "TokenStream", HeldAfterFirstChunk)
+    # 3 s: ample for the first token on a loaded machine; the hold then outlasts it
     async with asgi_client(create_app(ServerConfig(max_wait_ms=1), model=model)) as client:
         r = await client.post(
-            "/v1/critique", json={**REQUEST, "stream": True}, headers={"x-request-timeout-ms": "1500"}
+            "/v1/critique", json={**REQUEST, "stream": True}, headers={"x-request-timeout-ms": "3000"}
         )
         assert held.is_set()
         assert r.status_code == 200, r.text
