@@ -18,15 +18,14 @@ from collections import Counter
 
 import httpx
 import pytest
+import trl  # noqa: F401  (requirements/dev.txt: `make test-integrations` must run this, never skip it)
+from rmserve_client.adapters.trl import AsyncRMServeReward, RMServeReward
+
+from rmserve.models.tiny import build_tiny_backbone, build_tiny_reward_model
+from tests.conftest import random_image
+from tests.grpc_serving import served
 
 pytestmark = pytest.mark.integrations
-trl = pytest.importorskip("trl", reason="install trl (requirements/constraints.txt) for the TRL integration test")
-
-from rmserve_client.adapters.trl import AsyncRMServeReward, RMServeReward  # noqa: E402
-
-from rmserve.models.tiny import build_tiny_backbone, build_tiny_reward_model  # noqa: E402
-from tests.conftest import random_image  # noqa: E402
-from tests.grpc_serving import served  # noqa: E402
 
 QUESTIONS = ["What colour is it?", "Which shape is shown?", "Is there a circle?", "Describe the image."]
 
