@@ -44,7 +44,7 @@ def test_score_round_trip_keeps_order_and_reports_bad_lines(tmp_path, fake):
     }  # path relative to the input
     rows[4] = {"prompt": "colour?", "images": [data_url(png_bytes(color=(0, 0, 255)))], "response": "blue"}
     rows[5] = {"messages": [{"role": "user", "content": "hi"}], "response": "hello"}
-    rows[7] = {"prompt": "p", "response": "   "}  # invalid: blank response
+    rows[7] = {"prompt": "p", "response": 5}  # invalid: not a string (a blank response is valid)
     rows[9] = "{not json"
     rows[11] = {"prompt": "p" * 500, "response": "too long for max_length"}
     src, dst = tmp_path / "items.jsonl", tmp_path / "scores.jsonl"

@@ -33,7 +33,7 @@ def test_an_engine_item_error_is_relocated_by_its_job_without_parsing():
 
 
 def test_within_strips_a_prefix_from_param_and_message():
-    error = _validation_error({"items": [{"prompt": "p", "response": ""}]})
+    error = _validation_error({"items": [{"prompt": "p", "response": 5}]})
     assert error.param == "items.0.response" and error.message.startswith("items.0.response: ")
     line = error.within(("items", 0))
     assert line.param == "response" and line.message.startswith("response: ")
@@ -51,7 +51,7 @@ def test_unknown_field_message_follows_the_location():
 
 
 def test_grpc_details_lead_with_the_field_once():
-    led = _validation_error({"items": [{"prompt": "p", "response": ""}]})
+    led = _validation_error({"items": [{"prompt": "p", "response": 5}]})
     assert status_details(led) == led.message  # already starts with items.0.response
     plain = InvalidInput("image is empty", param="items.0.images.0")
     assert status_details(plain) == "items.0.images.0: image is empty"
