@@ -70,7 +70,7 @@ def test_messages_and_prompt_forms_agree(tiny_models):
 @pytest.mark.parametrize(
     "item,param",
     [
-        (ScoreItem(prompt="q", response="   "), "response"),
+        (ScoreItem(prompt="<|im_start|>user\nq<|im_end|>\n", response="r"), "prompt"),  # templated, no gen. prompt
         (ScoreItem(prompt=None, response="r"), "prompt"),
         (ScoreItem(messages=[{"role": "assistant", "content": "x"}], response="r"), "messages.0.role"),
         (ScoreItem(messages=[{"role": "robot", "content": "x"}], response="r"), "messages.0.role"),
