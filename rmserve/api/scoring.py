@@ -193,6 +193,8 @@ class Scorer:
                 raise InvalidInput(
                     f"item could not be encoded{suffix}: {exc}", param=job.where(()), code="invalid_item"
                 ) from None
+            except StopIteration as exc:  # cannot cross into an asyncio future: the request would hang forever
+                raise RuntimeError(f"encoding raised StopIteration{suffix}: {exc}") from None
         return out
 
     async def submit(
