@@ -213,3 +213,22 @@ async def test_any_policy_output_gets_a_finite_reward_on_every_scoring_route(mod
         assert r.status_code == 200 and len(r.json()["ranking"]) == 3, r.text
         r = await client.post("/v1/score", json={"items": [{**items[-1], "truncate": False}]})
         assert r.status_code == 422 and r.json()["error"]["code"] == "too_long"  # refused only without truncate
+
+
+async def test_a_stop_iteration_while_encoding_answers_instead_of_hanging():
+    """StopIteration cannot be set on an asyncio future (the awaiting request used to hang forever); a
+    placeholder run in a response once raised it inside transformers' rope-index code."""
+    import asyncio
+
+    from tests.fakes import FakeRewardModel
+
+    model = FakeRewardModel()
+
+    def broken(item):
+        raise StopIteration("from deep inside a processor")
+
+    model.encode = broken
+    async with asgi_client(create_app(ServerConfig(max_wait_ms=1), model=model)) as client:
+        # the in-process transport re-raises the server's 500 cause; without the fix this times out instead
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            await asyncio.wait_for(client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]}), 10)
