@@ -59,7 +59,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         elif f.metadata.get("repeatable"):  # --model A --model B: joined with commas, as in env/YAML
-            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text, metavar="DIR")
+            metavar = f.metadata.get("metavar", f.name.upper())
+            parser.add_argument(flag, dest=f.name, action="append", default=None, help=help_text, metavar=metavar)
         else:
             parser.add_argument(
                 flag, dest=f.name, type=kind, default=None, help=help_text, metavar=f.name.upper()

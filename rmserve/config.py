@@ -42,12 +42,14 @@ class ServerConfig:
         "model directory (repeat for an ensemble; NAME=DIR to name it); default: the bundled demo model "
         "(or a tiny untrained one)",
         repeatable=True,
+        metavar="DIR",
     )
     # Clients such as veRL send their own configured model path as `model` (vLLM: --served-model-name).
     served_model_name: str | None = _opt(
         None,
         "more names requests may use for the default model (or ensemble); repeat or separate with commas",
         repeatable=True,
+        metavar="NAME",
     )
     # BaseReward: the plain mean of several reward models is the most robust combination.
     ensemble: str = _opt("mean", "how an ensemble of several --model combines rewards: mean or weighted_mean")

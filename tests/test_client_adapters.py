@@ -166,6 +166,8 @@ def test_openrlhf_reward_file_as_openrlhf_loads_and_calls_it(text_server, tiny_m
     results = asyncio.run(like_openrlhf())
     assert all(set(r) == {"rewards", "scores", "extra_logs"} and len(r["rewards"]) == 1 for r in results)
     direct = httpx.post(f"{text_server.rest_url}/get_reward", json={"query": queries, "prompts": prompts}).json()
+    with RewardClient(text_server.rest_url) as client:  # without prompts: split at the assistant turn
+        assert client.get_reward(queries)["rewards"] == pytest.approx(direct["rewards"], abs=1e-5)
     with RewardClient(text_server.rest_url) as client:
         scored = [client.score(prompt=q, response=a).reward for q, a in pairs]
     got = [r["rewards"][0] for r in results]
