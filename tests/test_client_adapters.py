@@ -264,3 +264,32 @@ def test_trl_one_bad_item_costs_only_its_own_reward(server, caplog):
     with RewardClient(server.rest_url) as client:
         want = [client.score(messages=prompts[0], images=[good], response=c).reward for c in ("A.", "C.", "D.")]
     assert [got[0], got[2], got[3]] == pytest.approx(want, abs=1e-9)
+
+
+def test_verl_reward_loop_manager_reads_images_from_raw_prompt(server, tiny_models):
+    """Built and called as veRL's ``RewardLoopWorker`` does (reward_loop.py ``_init_reward_fn`` /
+    ``compute_score``): ``cls(config, tokenizer, reward_fn, router, rm_tokenizer)``, then ``await
+    run_single(data)`` with a one-sample DataProto; here a stand-in with the fields it reads."""
+    import numpy as np
+    import torch
+
+    tokenizer = tiny_models("qwen2").tokenizer
+    image = random_image(16, 16, 5)
+    raw_prompt = np.array([{"role": "user", "content": [{"type": "image", "image": image},
+                                                        {"type": "text", "text": "What colour?"}]}], dtype=object)
+    response_ids = tokenizer("Red, I think.", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    pad = [tokenizer.pad_token_id] * 5
+    prompt_len = 7
+    item = SimpleNamespace(
+        batch={"responses": torch.tensor(response_ids + pad),
+               "attention_mask": torch.tensor([1] * prompt_len + [1] * len(response_ids) + [0] * len(pad))},
+        non_tensor_batch={"raw_prompt": raw_prompt, "data_source": "d", "reward_model": {"ground_truth": "red"}},
+    )
+    config = {"reward_model": {"rmserve_url": server.rest_url}}
+    manager = verl_adapter.RMServeRewardLoopManager(config, tokenizer, None, None, None)
+    result = asyncio.run(manager.run_single([item]))
+    with RewardClient(server.rest_url) as client:
+        want = client.score(messages=[{"role": "user", "content": "What colour?"}], images=[image],
+                            response="Red, I think.").reward
+    assert result["reward_score"] == pytest.approx(want, abs=1e-9)
+    assert result["reward_extra_info"] == {"rmserve_images": 1.0, "rmserve_images_missing": 0.0}

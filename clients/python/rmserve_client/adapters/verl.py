@@ -22,9 +22,10 @@ What veRL passes (read in veRL's source, volcengine/verl@b178a3c):
   event loop, and it scores synchronously (returning the dict) when called without one.
 - Images never reach a custom reward function: ``RLHFDataset._build_messages`` pops the dataset's
   image column (``data.image_key``, default ``images``) into ``raw_prompt``'s content blocks, and no
-  manager hands ``raw_prompt`` or ``multi_modal_data`` to ``compute_score``. So put the prompt and
+  manager hands ``raw_prompt`` or ``multi_modal_data`` to ``compute_score``. Either put the prompt and
   its images into ``extra_info`` in your data preprocessing (``extra_info["images"]``: paths, bytes,
-  PIL images or ``{"bytes", "path"}`` dicts; see the README).
+  PIL images or ``{"bytes", "path"}`` dicts; see the README), or use ``RMServeRewardLoopManager``
+  (below), which reads ``raw_prompt`` itself.
 
 The prompt comes from ``extra_info``: ``messages`` (``{"role", "content"}`` dicts), else ``prompt``,
 ``question``, ``query`` or ``problem``. veRL's ``<image>`` tags in that text are removed (the images go
@@ -184,6 +185,83 @@ def compute_score_async(
 
 if hasattr(inspect, "markcoroutinefunction"):  # Python >= 3.12: the reward loop awaits it on its own loop
     inspect.markcoroutinefunction(compute_score_async)
+
+
+def _block_image(block: Mapping[str, Any]) -> Any:
+    """The pixels of one ``raw_prompt`` image block: ``RLHFDataset._build_messages`` stores a PIL image under
+    ``"image"`` (a ``{"bytes"}`` dict is opened into it), next to the dataset's other keys."""
+    for key in ("image", "bytes", "path", "url"):
+        if block.get(key) is not None:
+            return block[key]
+    return None
+
+
+def raw_prompt_item(raw_prompt: Any, response: str, *, truncate: bool = True) -> tuple[dict, int]:
+    """The rmserve item for veRL's ``raw_prompt`` messages (image blocks carry the images), and the number
+    of image blocks whose pixels were missing."""
+    messages, images, missing = [], [], 0
+    for message in list(raw_prompt):
+        content = message["content"]
+        if isinstance(content, str):
+            text, tags = _content_text(content)
+            missing += tags
+        else:
+            texts = []
+            for block in content:
+                if block.get("type") == "image":
+                    image = _block_image(block)
+                    if image is None:
+                        missing += 1
+                    else:
+                        images.append(image)
+                elif block.get("type") == "text":
+                    texts.append(block.get("text") or "")
+            text = "".join(texts)
+        messages.append({"role": message["role"], "content": text})
+    item: dict[str, Any] = {"messages": messages, "response": response, "truncate": truncate}
+    if images:
+        item["images"] = images
+    return item, missing
+
+
+class RMServeRewardLoopManager:
+    """A veRL reward-loop manager that scores with rmserve, images included, without any data preparation.
+
+    veRL's reward loop can load its manager from a file (``RewardLoopWorker._init_reward_fn``,
+    verl/experimental/reward_loop/reward_loop.py)::
+
+        reward_model.reward_loop_source=importlib
+        reward_model.reward_loop_module_path=$(python -m rmserve_client.adapters.verl)
+        reward_model.reward_loop_class_name=RMServeRewardLoopManager
+        +reward_model.rmserve_url=http://RM:8000        # else $RMSERVE_URL (set in the Ray runtime env)
+
+    (with no ``custom_reward_function.path`` and ``reward_model.enable=False``, the worker calls
+    ``run_single``). It is built as ``cls(config, tokenizer, compute_score, reward_router_address,
+    reward_model_tokenizer)`` and ``await``-ed per sample with a one-item ``DataProto``; it reads the
+    sample's ``raw_prompt`` (the dataset's messages, whose image blocks hold the images: veRL's
+    multi-modal data) and the decoded response, exactly as veRL's own managers decode it, and returns
+    ``{"reward_score", "reward_extra_info"}``.
+    """
+
+    def __init__(self, config: Any, tokenizer: Any, compute_score: Any = None, reward_router_address: Any = None,
+                 reward_model_tokenizer: Any = None):
+        reward_model = config.get("reward_model", {}) if hasattr(config, "get") else {}
+        self.url = (reward_model.get("rmserve_url") if hasattr(reward_model, "get") else None) or None
+        self.tokenizer = tokenizer
+
+    async def run_single(self, data: Any) -> dict[str, Any]:
+        global _warned_missing
+        item = data[0]
+        response_ids = item.batch["responses"]
+        valid = int(item.batch["attention_mask"][-response_ids.shape[-1]:].sum())
+        response = self.tokenizer.decode(response_ids[:valid], skip_special_tokens=True)
+        scored, missing = raw_prompt_item(item.non_tensor_batch["raw_prompt"], response)
+        reward = (await _client(self.url, None, asynchronous=True).score(scored)).reward
+        if missing and not _warned_missing:
+            _warned_missing = True
+            log.warning("a raw_prompt refers to %d image(s) without pixels: scored without them", missing)
+        extra = {"rmserve_images": float(len(scored.get("images", ()))), "rmserve_images_missing": float(missing)}
+        return {"reward_score": float(reward), "reward_extra_info": extra}
 
 
 if __name__ == "__main__":
