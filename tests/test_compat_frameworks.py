@@ -203,6 +203,7 @@ async def test_any_policy_output_gets_a_finite_reward_on_every_scoring_route(mod
     async with asgi_client(create_app(ServerConfig(max_wait_ms=1, max_batch_tokens=65536), model=model)) as client:
         items = [{**conversation, "response": o, "truncate": True} for o in outputs]
         items.append({"prompt": QUESTION, "response": "<|vision_start|><|image_pad|>", "truncate": True})  # no images
+        items.append({**conversation, "response": "runaway " * 3000, "truncate": True})  # longer than the context
         items.append({**conversation, "prompt": "Describe it. " * 2000, "response": "word " * 500, "truncate": True})
         r = await client.post("/v1/score", json={"items": items})
         assert r.status_code == 200, r.text

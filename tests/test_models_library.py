@@ -103,14 +103,22 @@ def test_too_long_is_refused_unless_truncate(tiny_models):
         image_id = model.tokenizer.convert_tokens_to_ids("<|image_pad|>")
         full = model.encode(ScoreItem(prompt="q", response="red", images=[img]))
         assert enc.input_ids.count(image_id) == full.input_ids.count(image_id)
-        with pytest.raises(InvalidInput):  # the response alone is too long: truncation cannot help
-            model.encode(ScoreItem(prompt="q", response="red " * 200, images=[img], truncate=True))
+        # the response alone does not fit beside the image: the question goes, the generation prompt and the
+        # response's end (its end-of-turn token, where the reward is read) stay, the image tokens too
+        runaway = model.encode(ScoreItem(prompt="q", response="red " * 200, images=[img], truncate=True))
+        assert runaway.num_tokens == 64 and runaway.truncated
+        assert runaway.input_ids.count(image_id) == full.input_ids.count(image_id)
+        assert runaway.input_ids[-1] == model.tokenizer.convert_tokens_to_ids("<|im_end|>")
+        opener = model.tokenizer("<|im_start|>assistant\n", add_special_tokens=False)["input_ids"]
+        assert runaway.input_ids[runaway.prefix_len - len(opener):runaway.prefix_len] == opener
+        with pytest.raises(InvalidInput):  # without truncate it is refused
+            model.encode(ScoreItem(prompt="q", response="red " * 200, images=[img]))
     finally:
         model.max_length = old
 
 
 def test_truncation_drops_the_oldest_prompt_text_and_scores_as_that_text(tiny_models):
-    """``truncate`` drops exactly the oldest question text (after the images), never an image or the response,
+    """``truncate`` drops exactly the oldest question text (after the images), never an image or a response that fits,
     and the reward is the reward of the question without that text, scored directly."""
     model = tiny_models("qwen2_5_vl")
     images = [random_image(56, 42, seed=1)]

@@ -215,8 +215,8 @@ class RewardModel(nn.Module):
                                               split_special_tokens=True)["input_ids"]
         if not response_ids:
             raise InvalidInput("response tokenizes to nothing", param="response")
-        prompt_ids, truncated = self._fit_length(prompt_ids, len(response_ids), item.truncate)
-        input_ids = prompt_ids + list(response_ids)
+        prompt_ids, response_ids, truncated = self._fit_length(prompt_ids, list(response_ids), item.truncate)
+        input_ids = prompt_ids + response_ids
         vision.update(self.family.item_positions(input_ids, vision))
         return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated, prefix_len=len(prompt_ids),
                            image_keys=self._image_keys(item, vision))
@@ -246,15 +246,19 @@ class RewardModel(nn.Module):
             return tuple(item.image_hashes)
         return tuple(hashlib.sha1(t.numpy().tobytes()).hexdigest() for t in self.family.split_images(vision))
 
-    def _fit_length(self, prompt_ids: list[int], n_response: int, truncate: bool) -> tuple[list[int], bool]:
+    def _fit_length(self, prompt_ids: list[int], response_ids: list[int],
+                    truncate: bool) -> tuple[list[int], list[int], bool]:
         """Length policy: refuse by default; with ``truncate`` drop the oldest prompt text tokens.
 
-        Truncation never removes image tokens or the response: it drops text right after the last
-        image token (or from the start, for text-only prompts), i.e. the beginning of the question.
+        Truncation never removes image tokens: it drops text right after the last image token (or from
+        the start, for text-only prompts), i.e. the beginning of the question. Only when the response
+        alone does not fit beside the images (a policy's runaway answer) is the whole question dropped
+        (the generation prompt kept) and the response cut from its start: its end, where the reward is
+        read, stays.
         """
-        total = len(prompt_ids) + n_response
+        total = len(prompt_ids) + len(response_ids)
         if total <= self.max_length:
-            return prompt_ids, False
+            return prompt_ids, response_ids, False
         if not truncate:
             raise InvalidInput(
                 f"prompt + response is {total} tokens, over this model's limit of {self.max_length}; "
@@ -265,11 +269,22 @@ class RewardModel(nn.Module):
             if tok in self.family.image_token_ids:
                 protected = i + 1
         excess = total - self.max_length
-        if len(prompt_ids) - protected < excess:
+        if len(prompt_ids) - protected >= excess:
+            return prompt_ids[:protected] + prompt_ids[protected + excess:], response_ids, True
+        opener = prompt_ids[max(protected, len(prompt_ids) - self._generation_prompt_tokens()):]
+        room = self.max_length - protected - len(opener)
+        if room < 1:
             raise InvalidInput(
-                f"cannot truncate to {self.max_length} tokens: the response and images alone need "
-                f"{protected + n_response}", param="response", code="too_long")
-        return prompt_ids[:protected] + prompt_ids[protected + excess:], True
+                f"cannot truncate to {self.max_length} tokens: the images alone need {protected}",
+                param="response", code="too_long")
+        return prompt_ids[:protected] + opener, response_ids[-room:], True
+
+    def _generation_prompt_tokens(self) -> int:
+        markers = self.turn_markers()
+        if markers is None:
+            return 0
+        with self._tokenize_lock:
+            return len(self.tokenizer(markers.assistant_start, add_special_tokens=False)["input_ids"])
 
     # ---- batching and forward -----------------------------------------------------------------
     def collate(self, items: list[EncodedItem], padding_side: str | None = None) -> Batch:
