@@ -56,6 +56,7 @@ class Engine:
         self._exclusive: deque[tuple[Future, Callable[[], Any]]] = deque()  # run_exclusive jobs, FIFO
         self._worker_busy = False
         self._in_flight = 0  # admitted items not yet released
+        self._preparing = 0  # admitted items not yet submitted (in preprocessing): a batch's possible company
         self._accepting = False
         self._draining = False
         self._stop_now = False
@@ -157,11 +158,22 @@ class Engine:
                     code="queue_full",
                 )
             self._in_flight += n_items
+            self._preparing += n_items
         return Permit(n_items, self._release)
 
-    def _release(self, n_items: int) -> None:
+    def _release(self, permit: Permit) -> None:
         with self._cv:
-            self._in_flight -= n_items
+            self._in_flight -= permit.n
+            if not permit.submitted:  # preprocessing failed or was cancelled: no longer on its way
+                self._preparing -= permit.n
+                self._wake_batcher_locked()
+            if self._draining:  # only stop() waits for in-flight work to end; nobody else needs a wake-up
+                self._cv.notify_all()
+
+    def _wake_batcher_locked(self) -> None:
+        """Wake the batcher when it could act: only with the ready slot free (else the worker's next
+        take wakes it). One wake per item arriving would re-plan the whole queue each time."""
+        if self._ready is None:
             self._cv.notify_all()
 
     def _retry_after_locked(self) -> float:
@@ -239,7 +251,9 @@ class Engine:
             if self._stop_now or not self._threads:
                 raise NotReady("the engine is not running", code="not_ready")
             self._pending.extend(Entry(request, i, item, now) for i, item in enumerate(items))
-            self._cv.notify_all()
+            self._preparing -= permit.n
+            permit.submitted = True
+            self._wake_batcher_locked()
         return request
 
     async def score(
@@ -319,7 +333,10 @@ class Engine:
             else:
                 idx, full = select_batch(lengths, **limits)
             age = now - self._pending[0].enqueued_at
-            if full or self._draining or (not self._worker_busy and age >= self._max_wait_s):
+            # An idle worker waits up to max_wait for company, but only while company is on its way
+            # (admitted items still in preprocessing): one request alone is not held back for nothing.
+            alone = self._preparing == 0
+            if full or self._draining or (not self._worker_busy and (age >= self._max_wait_s or alone)):
                 chosen = set(idx)
                 self._ready = [self._pending[i] for i in idx]
                 self._pending = [e for i, e in enumerate(self._pending) if i not in chosen]

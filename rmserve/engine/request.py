@@ -30,10 +30,14 @@ DoneCallback = Callable[[EngineResult | None, BaseException | None], None]
 
 
 class Permit:
-    """Admission for ``n`` items; released once: when the request ends, or if it is never submitted."""
+    """Admission for ``n`` items; released once: when the request ends, or if it is never submitted.
 
-    def __init__(self, n: int, release: Callable[[int], None]):
+    ``submitted`` is set when the items reach the engine's queue: until then they are still being
+    preprocessed, i.e. work on its way that a waiting batch may expect to join it."""
+
+    def __init__(self, n: int, release: Callable[[Permit], None]):
         self.n = n
+        self.submitted = False
         self._release = release
         self._lock = threading.Lock()
         self._released = False
@@ -43,7 +47,7 @@ class Permit:
             if self._released:
                 return
             self._released = True
-        self._release(self.n)
+        self._release(self)
 
     def __enter__(self) -> Permit:
         return self

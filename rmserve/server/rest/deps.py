@@ -39,21 +39,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_state(request: Request) -> AppState:
+# The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker
+# thread, three thread hops per request for three attribute reads (profiled: bench/README.md).
+async def get_state(request: Request) -> AppState:
     return request.app.state.rmserve
 
 
 State = Annotated[AppState, Depends(get_state)]
 
 
-def get_service(state: State) -> ScoreService:
+async def get_service(state: State) -> ScoreService:
     return state.service_or_raise()
 
 
 Service = Annotated[ScoreService, Depends(get_service)]
 
 
-def get_deadline(
+async def get_deadline(
     state: State,
     x_request_timeout_ms: Annotated[
         float | None, Header(gt=0, description="Deadline for this request in milliseconds.")
