@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return load_model_from_config(cfg)
         return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
 
-    app = create_app(config, model_factory=factory)
+    app = create_app(config, model_factory=factory, freeze_gc=True)
     return serve(app, config)  # SIGTERM: readiness off, drain, exit 0 (server/shutdown.py)
 
 

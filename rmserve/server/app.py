@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 
@@ -45,11 +46,14 @@ def create_app(
     model: ServedModel | None = None,
     models: Sequence[ServedModel] | Mapping[str, ServedModel] | None = None,
     model_factory: ModelFactory | None = None,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """``model``: one already-built model; ``models``: several (an ensemble; a mapping names them);
-    else ``model_factory(config)`` (default: load ``config.model``), once per --model directory."""
+    else ``model_factory(config)`` (default: load ``config.model``), once per --model directory.
+    ``freeze_gc``: once the models are up, keep what start-up made out of the garbage collector's
+    scans (``rmserve serve`` sets it; server/loading.py says why)."""
     config = config or ServerConfig()
-    state = AppState(config=config, metrics=Metrics())
+    state = AppState(config=config, metrics=Metrics(), freeze_gc=freeze_gc)
     if model is not None:
         models = [model]
 
@@ -78,6 +82,8 @@ def create_app(
                 asyncio.to_thread(engine.stop, drain=True, timeout=left) for engine in (state.engines or {}).values()
             ]
             await asyncio.gather(*stops)
+            if freeze_gc:
+                gc.unfreeze()
             log.info("stopped")
 
     app = FastAPI(

@@ -46,6 +46,7 @@ class AppState:
     grpc: HealthReporter | None = None  # the gRPC server beside REST, when config.grpc_port is set
     inflight: InFlight = field(default_factory=InFlight)  # requests in progress (REST and gRPC)
     drain_deadline: float | None = None  # time.monotonic() by which draining must be done
+    freeze_gc: bool = False  # freeze start-up objects out of the GC once the models are up (server/loading.py)
 
     def __post_init__(self) -> None:
         self.metrics.inflight = self.inflight
