@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops test-integrations lint clean proto bench bench-quick load demo
+.PHONY: install serve test test-ops test-integrations lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,24 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
+
+# make bench-floor          the overhead regime (~2 min): a no-model FastAPI floor vs rmserve vs rmserve
+#                           --max-batch-size 1, default model, GRPO G=8 + 224px PNG inline, 1/8/64 in flight
+#                           -> bench/results/floor/ (rmserve/floor and batching/bs1 ratios from the same rounds)
+# make bench-grpo-latency   GRPO with images, G=8 and G=16, REST and gRPC: responses/s, p50/p95/p99 (~2 min)
+#                           -> bench/results/latency/
+# make bench-stages         where one request's CPU goes, stage by stage, in process (~30 s; prints a table)
+#   FLOOR_ARGS="--rounds 3 --responses 96 --server-arg=--max-wait-ms=10" adds options (python -m bench.floor -h)
+FLOOR_ARGS ?=
+
+bench-floor: $(BENCH_STAMP)
+	$(PY) -m bench.floor floor $(FLOOR_ARGS)
+
+bench-grpo-latency: $(BENCH_STAMP)
+	$(PY) -m bench.floor latency $(FLOOR_ARGS)
+
+bench-stages: $(BENCH_STAMP)
+	$(PY) -m bench.stages
 
 # make load   start `rmserve serve` on 127.0.0.1 (free ports, the default model), run locust headless
 #             for LOAD_TIME per protocol (REST, then gRPC; GRPO + mixed users), stop the server, and

@@ -247,7 +247,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-group-sizes", default="8,16", help="GRPO G values for the latency part")
     parser.add_argument("--responses", type=int, default=64, help="responses per round per 8 in flight")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per measurement (order alternates)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per server")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per server (default 1: on a shared "
+                        "or 2-core machine more intra-op threads than cores make every row noise)")
     parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
                         help="extra argument(s) for every `rmserve serve` (repeatable; shell-split)")
     args = parser.parse_args(argv)

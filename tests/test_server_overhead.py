@@ -68,3 +68,15 @@ async def test_apps_do_not_freeze_unless_asked():
     async with asgi_client(app) as client:
         assert (await client.get("/readyz")).status_code == 200
         assert gc.get_freeze_count() == 0
+
+
+async def test_a_request_the_server_is_still_reading_counts_as_company():
+    model = FakeRewardModel()
+    with running_engine(model, max_batch_size=32, max_wait_ms=2000) as engine:
+        engine.requests_in_progress = lambda: 2  # this request and one the transport has not parsed yet
+        first = asyncio.ensure_future(engine.score_items([model.encode(item("first"))]))
+        await asyncio.sleep(0.2)
+        assert not first.done()  # held within max_wait for the request on its way
+        engine.requests_in_progress = lambda: 1  # it turned out to be something else (a probe, say)
+        await asyncio.sleep(0)
+        await asyncio.wait_for(first, 5.0)

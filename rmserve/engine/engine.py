@@ -57,6 +57,10 @@ class Engine:
         self._worker_busy = False
         self._in_flight = 0  # admitted items not yet released
         self._preparing = 0  # admitted items not yet submitted (in preprocessing): a batch's possible company
+        self._live_requests = 0  # submitted requests not yet finished
+        # The server's count of requests in progress (HTTP + gRPC, from their first byte), when it has
+        # one: more of them than this engine holds means requests still being parsed, i.e. company.
+        self.requests_in_progress: Callable[[], int] | None = None
         self._accepting = False
         self._draining = False
         self._stop_now = False
@@ -164,7 +168,9 @@ class Engine:
     def _release(self, permit: Permit) -> None:
         with self._cv:
             self._in_flight -= permit.n
-            if not permit.submitted:  # preprocessing failed or was cancelled: no longer on its way
+            if permit.submitted:
+                self._live_requests -= 1
+            else:  # preprocessing failed or was cancelled: no longer on its way
                 self._preparing -= permit.n
                 self._wake_batcher_locked()
             if self._draining:  # only stop() waits for in-flight work to end; nobody else needs a wake-up
@@ -252,6 +258,7 @@ class Engine:
                 raise NotReady("the engine is not running", code="not_ready")
             self._pending.extend(Entry(request, i, item, now) for i, item in enumerate(items))
             self._preparing -= permit.n
+            self._live_requests += 1
             permit.submitted = True
             self._wake_batcher_locked()
         return request
@@ -334,8 +341,10 @@ class Engine:
                 idx, full = select_batch(lengths, **limits)
             age = now - self._pending[0].enqueued_at
             # An idle worker waits up to max_wait for company, but only while company is on its way
-            # (admitted items still in preprocessing): one request alone is not held back for nothing.
-            alone = self._preparing == 0
+            # (admitted items still in preprocessing, or requests the server is still reading): one
+            # request alone is not held back for nothing.
+            alone = self._preparing == 0 and (
+                self.requests_in_progress is None or self.requests_in_progress() <= self._live_requests)
             if full or self._draining or (not self._worker_busy and (age >= self._max_wait_s or alone)):
                 chosen = set(idx)
                 self._ready = [self._pending[i] for i in idx]

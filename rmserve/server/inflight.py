@@ -14,6 +14,10 @@ class InFlight:
         self.admitted = 0  # in progress and begun before draining: what a drain waits for
         self.draining = False
 
+    def in_progress(self) -> int:
+        """Requests in progress over every transport (the engine's hint that more work is on its way)."""
+        return sum(self.by_transport.values())
+
     def begin(self, transport: str) -> bool:
         """Count a request in; returns whether it counts as admitted work (pass it to ``end``)."""
         self.by_transport[transport] = self.by_transport.get(transport, 0) + 1

@@ -168,6 +168,7 @@ async def bring_up(
                 )
             model.configure_serving(serving_options(config))
             engine = Engine(model, config.engine_config())
+            engine.requests_in_progress = state.inflight.in_progress
             await asyncio.to_thread(engine.start, warmup=config.warmup)
             engines[name] = engine
             load = load_seconds[k] if k < len(load_seconds) else 0.0
