@@ -178,7 +178,9 @@ class Engine:
 
     def _wake_batcher_locked(self) -> None:
         """Wake the batcher when it could act: only with the ready slot free (else the worker's next
-        take wakes it). One wake per item arriving would re-plan the whole queue each time."""
+        take wakes it). One wake per item arriving would re-plan the whole queue each time. The cost:
+        an item arriving while a batch is ready has its deadline watched from the worker's next take,
+        at most one forward later (the worker drops expired items before compute either way)."""
         if self._ready is None:
             self._cv.notify_all()
 
