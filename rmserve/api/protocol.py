@@ -8,7 +8,7 @@ per item) are checked by the service, not here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -197,9 +197,12 @@ class Conversation(BaseModel):
             raise ValueError("`messages` must not end with an assistant turn when a response is given (the "
                              "response is scored as the reply)")
 
+    # /v1/score items may leave `response` out and end with the reply itself (ScoreItemIn._final_reply).
+    takes_final_reply: ClassVar[bool] = False
+
     @model_validator(mode="after")
     def _reply_comes_last(self):
-        if "response" not in type(self).model_fields:  # items with a `response` check it in _final_reply
+        if not self.takes_final_reply:
             self._check_not_ending_with_reply()
         return self
 
@@ -212,6 +215,8 @@ def _not_blank(value: str) -> str:
 
 class ScoreItemIn(Conversation):
     """One conversation and the response to score."""
+
+    takes_final_reply: ClassVar[bool] = True
 
     response: str = Field(
         default=None,  # type: ignore[assignment]  # filled from the final assistant turn (_final_reply)
