@@ -81,13 +81,14 @@ class ServerConfig:
     # Items admitted and unfinished; beyond it requests get 429 + Retry-After instead of waiting.
     max_queue_items: int = _opt(1024, "admission limit in items; full -> 429")
     max_items_per_request: int = _opt(256, "most items in one request")
-    max_images_per_item: int = _opt(8, "most images in one item, video frames included")
+    # Video frames count as images: 32 leaves room for a --max-video-frames video and a few images.
+    max_images_per_item: int = _opt(32, "most images in one item, video frames included")
     # Frames kept per video after sampling (a request's fps / max_frames ask for fewer, never more).
-    max_video_frames: int = _opt(32, "most frames sampled from one video (counted in --max-images-per-item too)")
+    max_video_frames: int = _opt(16, "most frames sampled from one video (counted in --max-images-per-item too)")
     max_video_bytes: int = _opt(32 * 1024 * 1024, "largest encoded video file accepted")
     # Decoding reads every frame up to the last one kept: this bounds that work, checked from the headers.
     max_video_decode_pixels: int = _opt(1 << 30, "most pixels decoded for one video (frames read x frame size)")
-    # 8 images of the largest size: the image limits alone allowed that already.
+    # 8 images of the largest size (what the image limits allowed before videos), or e.g. 64 frames of 1080p.
     max_pixels_per_item: int = _opt(8 * 16_777_216, "most pixels of images + video frames in one item")
     video_cache_mb: int = _opt(256, "decoded-video cache size in MiB (0 disables it)")
     # 4096x4096: far above what VLM processors keep (they resize), far below a decompression bomb.

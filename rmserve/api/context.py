@@ -32,7 +32,7 @@ from rmserve.safety import SafetyPolicy
 @dataclass(frozen=True)
 class ServiceLimits:
     max_items_per_request: int = 256
-    max_images_per_item: int = 8  # images + video frames
+    max_images_per_item: int = 32  # images + video frames
     max_pixels_per_item: int = 8 * 16_777_216  # their width x height, summed
     images: ImageLimits = ImageLimits()
     videos: VideoLimits = VideoLimits()

@@ -24,7 +24,7 @@ TEMPLATE_FIELDS = ("name", "tool_call_id")  # passed to the chat template as the
 
 @dataclass(frozen=True)
 class ItemBudget:
-    max_visuals: int = 8  # images + video frames in one item
+    max_visuals: int = 32  # images + video frames in one item
     max_pixels: int = 8 * 16_777_216  # their width x height, summed
 
 

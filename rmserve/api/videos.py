@@ -33,7 +33,7 @@ _WHITESPACE = re.compile(r"\s+")
 
 @dataclass(frozen=True)
 class VideoLimits:
-    max_frames: int = 32  # frames kept per video (--max-video-frames); requests may ask for fewer
+    max_frames: int = 16  # frames kept per video (--max-video-frames); requests may ask for fewer
     max_bytes: int = 32 * 1024 * 1024  # encoded file size
     max_frame_pixels: int = 16_777_216  # one frame's width x height (the image limit)
     # Frames decoded x pixels, kept or not: what decoding costs. ~1.1 s of 1080p60 per GiB-pixel on one core.

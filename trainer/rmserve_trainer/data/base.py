@@ -103,7 +103,7 @@ class Fields:
     image_root: str
     lazy_images: bool = False
     id_key: str = "id"
-    max_frames: int = 32  # frames kept per video (the server's --max-video-frames default)
+    max_frames: int = 16  # frames kept per video (the server's --max-video-frames default)
 
     @property
     def id(self) -> str:
