@@ -182,3 +182,27 @@ async def test_unrenderable_role_is_422_naming_the_message():
         r = await client.post("/v1/score", json=body)
     assert r.status_code == 422
     assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("items.0.messages.2.role", "unsupported_role")
+
+
+async def test_a_video_sent_with_every_response_is_decoded_once(model, video, monkeypatch):
+    from rmserve.api import videos as videos_module
+
+    model_decodes = {"n": 0}
+    real = videos_module.decode_planned
+
+    def counting(*args, **kwargs):
+        model_decodes["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(videos_module, "decode_planned", counting)
+    body = {"messages": [{"role": "user", "content": [
+        {"type": "video_url", "video_url": {"url": mp4_url(video)}}, text("What moves?")]}],
+        "responses": ["left", "right", "nothing"]}
+    async with asgi_client(app_for(model)) as client:
+        r = await client.post("/v1/rank", json=body)
+        assert r.status_code == 200, r.text
+        metrics = (await client.get("/metrics")).text
+    values = dict(line.rsplit(" ", 1) for line in metrics.splitlines() if line.startswith("rmserve_video_cache_"))
+    # one decode (one miss); the other two jobs wait for it or hit the cache (neither counts as a decode)
+    assert float(values["rmserve_video_cache_misses_total"]) <= 2 and float(values["rmserve_video_cache_entries"]) == 1
+    assert model_decodes["n"] == 1

@@ -67,7 +67,7 @@ class ScoreService:
             compat_verifier=compat_verifier,
             videos=videos,
         )
-        self.models, self.images = ctx.models, ctx.images
+        self.models, self.images, self.videos = ctx.models, ctx.images, ctx.videos
         self.score = ScoreEndpoint(ctx)
         self.compare = CompareEndpoint(ctx)
         self.rank = RankEndpoint(ctx)

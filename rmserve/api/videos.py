@@ -19,6 +19,8 @@ import binascii
 import hashlib
 import os
 import re
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from rmserve.errors import InvalidInput
@@ -99,6 +101,10 @@ class VideoLoader:
         self.limits = limits
         self.cache = cache
         self.base_dir = base_dir
+        # Jobs of one request (rank's N responses, a GRPO group) load the same video in parallel pool threads:
+        # the first decodes it, the others wait for that result instead of decoding it again.
+        self._lock = threading.Lock()
+        self._decoding: dict[str, Future] = {}
 
     def probe(self, url: str | bytes, *, fps: float | None, max_frames: int | None, param: str | None) -> ProbedVideo:
         """Read and check a ``video_url``'s headers; the frames stay undecoded."""
@@ -140,11 +146,30 @@ class VideoLoader:
             return f.read()
 
     def decode(self, probed: ProbedVideo) -> VideoClip:
-        if self.cache is not None and (clip := self.cache.get(probed.key)) is not None:
-            return clip
-        clip = decode_planned(probed.raw, probed.plan, param=probed.param, key=probed.key)
-        if self.cache is not None:
-            self.cache.put(probed.key, clip)
+        if self.cache is None:
+            return decode_planned(probed.raw, probed.plan, param=probed.param, key=probed.key)
+        with self._lock:
+            clip = self.cache.get(probed.key)
+            if clip is not None:
+                return clip
+            running = self._decoding.get(probed.key)
+            if running is None:
+                running = self._decoding[probed.key] = Future()
+                owner = True
+            else:
+                owner = False
+        if not owner:
+            return running.result()
+        try:
+            clip = decode_planned(probed.raw, probed.plan, param=probed.param, key=probed.key)
+        except BaseException as exc:
+            running.set_exception(exc)
+            raise
+        finally:
+            with self._lock:
+                self._decoding.pop(probed.key, None)
+        self.cache.put(probed.key, clip)
+        running.set_result(clip)
         return clip
 
 
