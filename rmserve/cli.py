@@ -130,6 +130,7 @@ async def score_file(
     from tqdm import tqdm
 
     from rmserve.api import ImageCache, ImageLoader, ScoreService, ServiceLimits
+    from rmserve.api.videos import VideoCache, VideoLoader
     from rmserve.engine import Engine, EngineConfig
 
     window = 4 * batch_size  # lines in flight or awaiting in-order write: bounds memory on huge files
@@ -144,11 +145,11 @@ async def score_file(
         ),
     )
     limits = ServiceLimits(max_items_per_request=1)
-    images = ImageLoader(
-        limits.images, ImageCache(256 * 1024 * 1024), base_dir=os.path.dirname(os.path.abspath(input_path))
-    )
+    base_dir = os.path.dirname(os.path.abspath(input_path))  # items may name image and video files beside it
+    images = ImageLoader(limits.images, ImageCache(256 * 1024 * 1024), base_dir=base_dir)
+    videos = VideoLoader(limits.videos, VideoCache(limits.video_cache_bytes), base_dir=base_dir)
     await asyncio.to_thread(engine.start)
-    service = ScoreService(engine, limits=limits, images=images)
+    service = ScoreService(engine, limits=limits, images=images, videos=videos)
     with open(input_path, encoding="utf-8") as f:
         total = sum(1 for line in f if line.strip())
     results: dict[int, dict] = {}

@@ -81,7 +81,16 @@ class ServerConfig:
     # Items admitted and unfinished; beyond it requests get 429 + Retry-After instead of waiting.
     max_queue_items: int = _opt(1024, "admission limit in items; full -> 429")
     max_items_per_request: int = _opt(256, "most items in one request")
-    max_images_per_item: int = _opt(8, "most images in one item")
+    # Video frames count as images: 32 leaves room for a --max-video-frames video and a few images.
+    max_images_per_item: int = _opt(32, "most images in one item, video frames included")
+    # Frames kept per video after sampling (a request's fps / max_frames ask for fewer, never more).
+    max_video_frames: int = _opt(16, "most frames sampled from one video (counted in --max-images-per-item too)")
+    max_video_bytes: int = _opt(32 * 1024 * 1024, "largest encoded video file accepted")
+    # Decoding reads every frame up to the last one kept: this bounds that work, checked from the headers.
+    max_video_decode_pixels: int = _opt(1 << 30, "most pixels decoded for one video (frames read x frame size)")
+    # 8 images of the largest size (what the image limits allowed before videos), or e.g. 64 frames of 1080p.
+    max_pixels_per_item: int = _opt(8 * 16_777_216, "most pixels of images + video frames in one item")
+    video_cache_mb: int = _opt(256, "decoded-video cache size in MiB (0 disables it)")
     # 4096x4096: far above what VLM processors keep (they resize), far below a decompression bomb.
     max_image_pixels: int = _opt(16_777_216, "largest image (width x height) accepted, checked before decode")
     max_image_bytes: int = _opt(20 * 1024 * 1024, "largest encoded image file accepted")
@@ -154,6 +163,10 @@ class ServerConfig:
             "max_queue_items",
             "max_items_per_request",
             "max_images_per_item",
+            "max_video_frames",
+            "max_video_bytes",
+            "max_video_decode_pixels",
+            "max_pixels_per_item",
             "max_image_pixels",
             "max_image_bytes",
             "max_body_bytes",
@@ -163,8 +176,8 @@ class ServerConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}); set --{_flag(name)}")
         nonnegative = (
-            "max_wait_ms", "image_cache_mb", "vision_cache_mb", "prompt_cache_mb", "request_timeout_s",
-            "drain_timeout_s", "shutdown_delay_s", "image_url_max_redirects",
+            "max_wait_ms", "image_cache_mb", "video_cache_mb", "vision_cache_mb", "prompt_cache_mb",
+            "request_timeout_s", "drain_timeout_s", "shutdown_delay_s", "image_url_max_redirects",
         )
         for name in nonnegative:
             if getattr(self, name) < 0:

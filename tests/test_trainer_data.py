@@ -99,15 +99,18 @@ def test_skip_bad_counts_every_kind(image_dir):
 
 
 def test_mm_rlhf_bench_real_rows(tmp_path):
-    """The real MM-RLHF-RewardBench text: image rows read (with stand-in images), video rows refused by line."""
+    """The real MM-RLHF-RewardBench text: image rows and video rows (MM-RLHF videos are frame folders) read,
+    with stand-in images and frames."""
     src = os.path.join(SHARED_DATA, "mm_reward_bench.jsonl")
     with pytest.raises(DataError, match=r"mm_reward_bench.jsonl:1: record '073712_6205145': image file"):
         load_pairs(src, "mmrlhf", image_root=str(tmp_path))
     generate_placeholder_images(src, str(tmp_path))
     records, report = load_pairs(src, "mmrlhf", image_root=str(tmp_path), skip_bad=True, lazy_images=True)
-    assert report.kept == 145 and report.skipped == 25  # the 25 video rows
-    assert "video inputs are not supported" in report.errors[0]
-    assert all(r.chosen_reason and r.images == [] and len(r.image_paths) == 1 for r in records)
+    assert report.kept == 170 and report.skipped == 0
+    videos = [r for r in records if r.videos]
+    assert len(videos) == 25 and all(r.images == [] and r.prompt[0]["content"][0] == {"type": "video"}
+                                     for r in videos)
+    assert all(r.chosen_reason and r.images == [] and len(r.image_paths) == 1 for r in records if not r.videos)
 
 
 def test_vl_rewardbench_converted_and_original_forms(image_dir):

@@ -3,7 +3,9 @@
     ctx.models                       which model(s) a request means (api/models.py)
     ctx.scorer                       items in, rewards out, across one model or an ensemble (api/scoring.py)
     ctx.images                       wire images -> decoded (api/images.py); its cache serves uploads
+    ctx.videos                       wire videos -> sampled clips (api/videos.py)
     ctx.check_items / check_images   the limits the wire types cannot know
+    ctx.check_conversation           media a conversation declares, before admission
     ctx.safety_applies(sel, asked)   THE rule for whether the safety policy adjusts rewards
     ctx.compose(output, ...)         raw reward -> verifier -> safety policy (api/scoring.compose_reward)
     ctx.usage(scored, n)             the usage block of every scoring response
@@ -16,11 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rmserve.api.conversation import ItemBudget, declared_visuals, split_parts
 from rmserve.api.images import ImageLimits, ImageLoader
 from rmserve.api.models import ModelSet, Selection
-from rmserve.api.protocol import Usage
+from rmserve.api.protocol import Conversation, Usage
 from rmserve.api.scoring import Composed, Scored, Scorer, compose_reward
-from rmserve.errors import InvalidInput, Param
+from rmserve.api.videos import VideoCache, VideoLimits, VideoLoader
+from rmserve.errors import InvalidInput, Loc, Param
 from rmserve.models.types import ScoreOutput
 from rmserve.safety import SafetyPolicy
 
@@ -28,8 +32,11 @@ from rmserve.safety import SafetyPolicy
 @dataclass(frozen=True)
 class ServiceLimits:
     max_items_per_request: int = 256
-    max_images_per_item: int = 8
+    max_images_per_item: int = 32  # images + video frames
+    max_pixels_per_item: int = 8 * 16_777_216  # their width x height, summed
     images: ImageLimits = ImageLimits()
+    videos: VideoLimits = VideoLimits()
+    video_cache_bytes: int = 256 * 1024 * 1024  # decoded clips by file + sampling (0 disables)
 
 
 @dataclass
@@ -41,10 +48,15 @@ class ServingContext:
     # "request": the policy applies when a request asks for it; "always": unless a request opts out.
     safety_default: Literal["request", "always"] = "request"
     compat_verifier: str | None = None  # a verifier name applied to OpenRLHF ``labels`` as ground truths
+    videos: VideoLoader | None = None  # default: one over ``limits.videos`` with a ``video_cache_bytes`` cache
     scorer: Scorer = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scorer = Scorer(self.models, self.images)
+        if self.videos is None:
+            cache = VideoCache(self.limits.video_cache_bytes) if self.limits.video_cache_bytes else None
+            self.videos = VideoLoader(self.limits.videos, cache)
+        budget = ItemBudget(self.limits.max_images_per_item, self.limits.max_pixels_per_item)
+        self.scorer = Scorer(self.models, self.images, self.videos, budget)
 
     # ── limits ─────────────────────────────────────────────────────────────────────────────
 
@@ -67,10 +79,25 @@ class ServingContext:
             )
         if n > self.limits.max_images_per_item:
             raise InvalidInput(
-                f"{n} images in one item, over the limit of {self.limits.max_images_per_item}",
+                f"{n} images and video frames in one item, over the limit of {self.limits.max_images_per_item}",
                 param=param,
                 code="too_many_images",
             )
+
+    def check_conversation(self, conversation: Conversation, selection: Selection, at: Loc = ()) -> None:
+        """Images and videos a conversation declares (top-level ``images`` and content parts), before admission:
+        a text-only model refuses any (naming the first), and images + frames known so far must fit the cap
+        (a ``video_url``'s frames are counted from its headers later, still before decoding)."""
+        messages = [m.model_dump() for m in conversation.messages] if conversation.messages is not None else []
+        _, media = split_parts(messages)
+        n_top = len(conversation.images)
+        if media and not n_top and not selection.multimodal:
+            text_only = [m.name for m in selection.members if not m.info.multimodal]
+            kind = "videos" if media[0].kind in ("video", "video_url") else "images"
+            raise InvalidInput(f"model {', '.join(map(repr, text_only))} is text-only and takes no {kind}",
+                               param=(*at, *media[0].loc), code=f"{kind}_not_supported")
+        self.check_images(n_top + declared_visuals(messages), selection,
+                          (*at, "images") if n_top or not media else (*at, *media[0].loc))
 
     # ── rewards ────────────────────────────────────────────────────────────────────────────
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from rmserve.api.context import ServingContext
 from rmserve.api.protocol import Conversation, _not_blank
-from rmserve.api.scoring import here
+from rmserve.api.scoring import Job, here
 from rmserve.engine import TokenStream
 from rmserve.errors import InvalidInput
 from rmserve.models.critique import (
@@ -105,7 +105,7 @@ async def critique_stream(
     selection = ctx.models.capable(
         request.model, lambda m: can_critique(m.model), lacks=_LACKS, code="not_a_critique_model"
     )
-    ctx.check_images(len(request.images), selection, "images")
+    ctx.check_conversation(request, selection)
     engine, model = selection.primary.engine, selection.primary.model
     config = CritiqueConfig.of(model) or CritiqueConfig()
     if request.max_new_tokens is not None:
@@ -115,15 +115,10 @@ async def critique_stream(
             generation["min_new_tokens"] = min(generation["min_new_tokens"], cap)
         config = dataclasses.replace(config, max_new_tokens=cap, generation=generation)
     with engine.try_admit(1) as permit:
-        decoded = await ctx.scorer.load_images(request.images, here)
-        item = ScoreItem(
-            response=request.response,
-            prompt=request.prompt,
-            messages=[m.model_dump() for m in request.messages] if request.messages is not None else None,
-            images=[d.image for d in decoded],
-            truncate=request.truncate,
-            image_hashes=[d.sha256 for d in decoded],
-        )
+        job = Job(response=request.response, where=here, prompt=request.prompt,
+                  messages=[m.model_dump() for m in request.messages] if request.messages is not None else None,
+                  image_specs=request.images, truncate=request.truncate)
+        item = await engine.run_in_pool(ctx.scorer.load_item, job)
         prompt_ids, _, _ = await engine.run_in_pool(_evaluator_prompt, model, config, item)
         stream = TokenStream(model.decode_text, asyncio.get_running_loop(), deadline=deadline)
         future = engine.run_exclusive(generate_critique, model, item, config, streamer=stream)
@@ -166,7 +161,9 @@ def _evaluator_prompt(model, config: CritiqueConfig, item: ScoreItem):
         raise InvalidInput(f"item could not be encoded: {exc}", param=None, code="invalid_item") from None
     n, limit = len(encoded[0]), model.max_length
     if n + 2 > limit and not item.truncate:  # room for at least one critique token and the end of turn
-        question = item.prompt if item.prompt is not None else "".join(m["content"] for m in item.messages or [])
+        question = item.prompt if item.prompt is not None else "".join(
+            m["content"] if isinstance(m["content"], str) else "".join(p.get("text", "") for p in m["content"])
+            for m in item.messages or [])
         asked = "prompt" if item.prompt is not None else "messages"
         longer = "response" if len(item.response) >= len(question) else asked
         raise InvalidInput(

@@ -151,7 +151,7 @@ class _ConversationEndpoint(ScoringEndpoint[RequestT, ResponseT]):
 
     def validate(self, request, selection: Selection) -> None:
         self.ctx.check_items(len(self.responses(request)), "responses")
-        self.ctx.check_images(len(request.images), selection, "images")
+        self.ctx.check_conversation(request, selection)
 
     def shared_images(self, request) -> Sequence:
         return request.images

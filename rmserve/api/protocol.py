@@ -8,7 +8,7 @@ per item) are checked by the service, not here.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
@@ -45,14 +45,117 @@ ImageInput = Annotated[
     Discriminator(_image_kind),
 ]
 # ``str | list[str]`` unions (compat ``input``) tag their members with type names: strip those too.
-UNION_TAGS = frozenset({"data", "ref", "bytes", "str", "int", "float", "bool"})
+UNION_TAGS = frozenset({"data", "ref", "bytes", "str", "int", "float", "bool", "parts", "text_part", "image_url_part",
+                        "image_part", "video_url_part", "video_part"})
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"] = Field(description="The part's kind.")
+    text: str = Field(description="Text, placed where the part sits.")
+
+
+class ImageUrl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="`data:image/...;base64,...` (raw base64 also accepted; http(s) with "
+                     "--allow-image-urls).")
+    detail: Literal["auto", "low", "high"] | None = Field(
+        default=None, description="Accepted for OpenAI compatibility; the model's own processor sets the resolution.")
+
+
+class ImageUrlPart(BaseModel):
+    """OpenAI's image part."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["image_url"] = Field(description="The part's kind.")
+    image_url: ImageUrl = Field(description="The image.")
+
+
+class ImagePart(BaseModel):
+    """An image the server already holds (uploaded with POST /v1/images or sent inline before), by sha256."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["image"] = Field(description="The part's kind.")
+    image: ImageInput = Field(description='The image: `{"sha256": ...}` of one the server holds, or a data URL.')
+
+
+class VideoUrl(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # bytes: how gRPC's Video.data arrives (server/rpc/codec.py), never from JSON.
+    url: str | SkipJsonSchema[bytes] = Field(description="`data:video/mp4;base64,...`.")
+    fps: float | None = Field(default=None, gt=0, le=120, description="Frames to sample per second of video "
+                              "(default 2); at most the server's --max-video-frames are kept.")
+    max_frames: int | None = Field(default=None, ge=1, description="Most frames to keep (capped by the server's "
+                                   "--max-video-frames).")
+
+
+class VideoUrlPart(BaseModel):
+    """A video file (MP4), decoded and sampled by the server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["video_url"] = Field(description="The part's kind.")
+    video_url: VideoUrl = Field(description="The video and how to sample it.")
+
+
+class VideoFramesPart(BaseModel):
+    """A video given as frames the client sampled itself (each an image as in `images`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["video"] = Field(description="The part's kind.")
+    frames: list[ImageInput] = Field(min_length=1, description="The frames, in time order, all one size.")
+    fps: float = Field(default=2.0, gt=0, le=120, description="Rate of the given frames (Qwen2.5-VL spaces its "
+                       "temporal positions by it).")
+
+
+def _part_kind(value: Any) -> str | None:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return f"{kind}_part" if kind in PART_TYPES else None
+
+
+PART_TYPES = ("text", "image_url", "image", "video_url", "video")
+# Tagged ``<type>_part`` so validation paths can drop the tag (UNION_TAGS) without dropping real field names.
+ContentPart = Annotated[
+    Annotated[TextPart, Tag("text_part")]
+    | Annotated[ImageUrlPart, Tag("image_url_part")]
+    | Annotated[ImagePart, Tag("image_part")]
+    | Annotated[VideoUrlPart, Tag("video_url_part")]
+    | Annotated[VideoFramesPart, Tag("video_part")],
+    Discriminator(_part_kind, custom_error_type="invalid_part",
+                  custom_error_message=f"part type must be one of {', '.join(PART_TYPES)}"),
+]
+
+
+def _content_kind(value: Any) -> str:
+    return "str" if isinstance(value, str) else "parts"
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "user", "assistant"] = Field(description="Who said it.")
-    content: str = Field(description="The turn's text.")
+    role: Literal["system", "user", "assistant", "tool"] = Field(description="Who said it.")
+    content: Annotated[
+        Annotated[str, Tag("str")] | Annotated[list[ContentPart], Tag("parts")], Discriminator(_content_kind)
+    ] = Field(
+        description="The turn's text, or a list of OpenAI-style content parts: `text`, `image_url`, "
+        "`image` ({sha256}), `video_url` (data:video/mp4), `video` (frames). Each image or video sits where its "
+        "part sits, in any turn the model's chat template renders."
+    )
+    name: str | None = Field(default=None, description="Passed to the chat template as it is (e.g. a tool's name).")
+    tool_call_id: str | None = Field(default=None, description="Passed to the chat template as it is.")
+
+    @field_validator("content")
+    @classmethod
+    def _parts_not_empty(cls, value):
+        if isinstance(value, list) and not value:
+            raise ValueError("content parts must not be empty")
+        return value
 
 
 class Conversation(BaseModel):
@@ -66,8 +169,10 @@ class Conversation(BaseModel):
     messages: list[Message] | None = Field(
         default=None,
         min_length=1,
-        description="Chat turns ending with a user turn; the response is scored as the reply. "
-        "Give this or `prompt`, not both. Images go into the first user turn.",
+        description="Chat turns (system, user, assistant, tool) not ending with an assistant turn; the response "
+        "is scored as the reply (on /v1/score a final assistant turn may be the response itself). Give this or "
+        "`prompt`, not both. Images and videos go where their content parts sit; top-level `images` go into "
+        "the first user turn.",
     )
     images: list[ImageInput] = Field(
         default_factory=list,
@@ -85,8 +190,20 @@ class Conversation(BaseModel):
     def _prompt_xor_messages(self):
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give exactly one of `prompt` or `messages`")
-        if self.messages is not None and self.messages[-1].role != "user":
-            raise ValueError("`messages` must end with a user turn (the response is scored as the reply)")
+        return self
+
+    def _check_not_ending_with_reply(self):
+        if self.messages is not None and self.messages[-1].role == "assistant":
+            raise ValueError("`messages` must not end with an assistant turn when a response is given (the "
+                             "response is scored as the reply)")
+
+    # /v1/score items may leave `response` out and end with the reply itself (ScoreItemIn._final_reply).
+    takes_final_reply: ClassVar[bool] = False
+
+    @model_validator(mode="after")
+    def _reply_comes_last(self):
+        if not self.takes_final_reply:
+            self._check_not_ending_with_reply()
         return self
 
 
@@ -99,9 +216,13 @@ def _not_blank(value: str) -> str:
 class ScoreItemIn(Conversation):
     """One conversation and the response to score."""
 
+    takes_final_reply: ClassVar[bool] = True
+
     response: str = Field(
+        default=None,  # type: ignore[assignment]  # filled from the final assistant turn (_final_reply)
         description="The response to score. May be empty or only whitespace (a policy can produce that): the "
-        "model then scores the empty assistant turn."
+        "model then scores the empty assistant turn. Without it, `messages` must end with an assistant turn of "
+        "text only: that reply is the response.",
     )
     group: str | None = Field(
         default=None,
@@ -114,6 +235,26 @@ class ScoreItemIn(Conversation):
         description="Reference answer for the request's `verifier` (hybrid reward: 1 if the response's answer "
         "matches, else sigmoid(model reward)). Needs `verifier`.",
     )
+
+    @model_validator(mode="after")
+    def _final_reply(self):
+        """Conversations as policies log them end with the reply: it is the scored response."""
+        if self.response is not None:
+            self._check_not_ending_with_reply()
+            return self
+        last = self.messages[-1] if self.messages else None
+        if last is None or last.role != "assistant":
+            raise ValueError("give `response`, or `messages` ending with the assistant reply to score")
+        content = last.content
+        if not isinstance(content, str):
+            if any(p.type != "text" for p in content):
+                raise ValueError("the final assistant reply (the scored response) must be text only")
+            content = "".join(p.text for p in content)
+        self.response = content
+        self.messages = self.messages[:-1]
+        if not self.messages:
+            raise ValueError("`messages` needs a turn before the assistant reply it scores")
+        return self
 
 
 class VerifierSpec(BaseModel):

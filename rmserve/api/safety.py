@@ -65,7 +65,7 @@ class SafetyEndpoint(ScoringEndpoint[SafetyRequest, SafetyResponse]):
     def validate(self, request: SafetyRequest, selection: Selection) -> None:
         self.ctx.check_items(len(request.items), "items")
         for i, item in enumerate(request.items):
-            self.ctx.check_images(len(item.images), selection, ("items", i, "images"))
+            self.ctx.check_conversation(item, selection, ("items", i))
 
     def jobs(self, request: SafetyRequest, selection: Selection) -> list[Job]:
         return jobs_from_items(request.items)

@@ -50,7 +50,7 @@ class ScoreEndpoint(ScoringEndpoint[ScoreRequest, ScoreResult]):
                     code="unsupported_output",
                 )
         for i, item in enumerate(request.items):
-            self.ctx.check_images(len(item.images), selection, ("items", i, "images"))
+            self.ctx.check_conversation(item, selection, ("items", i))
             if item.ground_truth is not None and request.verifier is None:
                 raise InvalidInput(
                     "`ground_truth` needs a request-level `verifier` (e.g. \"numeric_match\") to check it with",

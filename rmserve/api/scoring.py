@@ -26,8 +26,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from rmserve.api.conversation import ItemBudget, load_conversation
 from rmserve.api.images import DecodedImage, ImageLoader
 from rmserve.api.models import Member, ModelSet, Selection
+from rmserve.api.videos import VideoLimits, VideoLoader
 from rmserve.engine import EngineResult
 from rmserve.errors import DeadlineExceeded, InvalidInput, Loc, RMServeError
 from rmserve.models.types import EncodedItem, ScoreItem, ScoreOutput
@@ -120,9 +122,12 @@ def compose_reward(
 
 
 class Scorer:
-    def __init__(self, models: ModelSet, images: ImageLoader):
+    def __init__(self, models: ModelSet, images: ImageLoader, videos: VideoLoader | None = None,
+                 budget: ItemBudget | None = None):
         self.models = models
         self.images = images
+        self.videos = videos or VideoLoader(VideoLimits())
+        self.budget = budget or ItemBudget()
 
     async def run(
         self, selection: Selection, jobs: list[Job], *, deadline: float | None = None, shared_images: Sequence = ()
@@ -164,16 +169,22 @@ class Scorer:
                 raise outcome
         return [[per_job[k] for per_job in results] for k in range(len(selection.members))]  # type: ignore[index]
 
-    def _prepare(self, job: Job, members: Sequence[Member]) -> list[EncodedItem]:
+    def load_item(self, job: Job) -> ScoreItem:
+        """The job's conversation with its images and videos decoded, within the item's budgets (pool thread)."""
         decoded = job.images if job.images is not None else self._load(job.image_specs, job.where)
-        item = ScoreItem(
+        conversation = load_conversation(job.messages, decoded, self.images, self.videos, self.budget, job.where)
+        return ScoreItem(
             response=job.response,
             prompt=job.prompt,
-            messages=job.messages,
-            images=[d.image for d in decoded],
+            messages=conversation.messages,
+            images=[d.image for d in conversation.images],
             truncate=job.truncate,
-            image_hashes=[d.sha256 for d in decoded],
+            image_hashes=[d.sha256 for d in conversation.images],
+            videos=conversation.videos,
         )
+
+    def _prepare(self, job: Job, members: Sequence[Member]) -> list[EncodedItem]:
+        item = self.load_item(job)
         out = []
         for member in members:
             suffix = f" (model {member.name!r})" if len(members) > 1 else ""

@@ -32,6 +32,7 @@ from rmserve.api.protocol import ModelCard, ModelList
 from rmserve.api.safety import SafetyEndpoint
 from rmserve.api.score import ScoreEndpoint
 from rmserve.api.slime import SlimeRewardEndpoint
+from rmserve.api.videos import VideoLoader
 from rmserve.engine import Engine
 from rmserve.safety import SafetyPolicy
 
@@ -50,6 +51,7 @@ class ScoreService:
         *,
         limits: ServiceLimits | None = None,
         images: ImageLoader | None = None,
+        videos: VideoLoader | None = None,
         safety: SafetyPolicy | None = None,
         apply_safety: Literal["request", "always"] = "request",
         compat_verifier: str | None = None,
@@ -63,8 +65,9 @@ class ScoreService:
             policy=safety or SafetyPolicy(),
             safety_default=apply_safety,
             compat_verifier=compat_verifier,
+            videos=videos,
         )
-        self.models, self.images = ctx.models, ctx.images
+        self.models, self.images, self.videos = ctx.models, ctx.images, ctx.videos
         self.score = ScoreEndpoint(ctx)
         self.compare = CompareEndpoint(ctx)
         self.rank = RankEndpoint(ctx)

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..errors import InvalidInput
 from .types import ScoreItem, ScoreOutput
 
 DEFAULT_TEMPLATE = (
@@ -69,7 +70,15 @@ def question_text(item: ScoreItem) -> str:
     """The question as text: the prompt, or a multi-turn conversation flattened with role names."""
     if item.prompt is not None:
         return item.prompt
-    return "\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in item.messages or [])
+    return "\n".join(f"{m['role'].capitalize()}: {_turn_text(m['content'])}" for m in item.messages or [])
+
+
+def _turn_text(content) -> str:
+    """A turn's text; media parts become ``[image]`` / ``[video]`` marks (the images themselves go in front of
+    the evaluator turn, in order: the evaluator prompt is one user turn)."""
+    if isinstance(content, str):
+        return content
+    return "".join(p["text"] if p["type"] == "text" else f"[{p['type']}]" for p in content)
 
 
 def evaluator_prompt(template: str, question: str, response: str) -> str:
@@ -79,6 +88,9 @@ def evaluator_prompt(template: str, question: str, response: str) -> str:
 
 def scored_item(config: CritiqueConfig, item: ScoreItem, critique: str) -> ScoreItem:
     """The sequence the reward head reads: evaluator user turn + ``critique`` as the assistant reply."""
+    if item.videos:
+        raise InvalidInput("critique models do not take videos (the evaluator prompt holds images only)",
+                           param="messages", code="videos_not_supported")
     return ScoreItem(response=critique, prompt=evaluator_prompt(config.template, question_text(item), item.response),
                      images=item.images, truncate=item.truncate, image_hashes=item.image_hashes)
 

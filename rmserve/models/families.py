@@ -9,10 +9,31 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import InvalidInput
 from .pooling import text_position_ids
+from .video_processors import SampledVideoMetadata
+
+
+def _check_placeholders(prompt_text: str, token: str, n: int, kind: str) -> None:
+    """The rendered prompt must hold one ``token`` per image/video: a template that drops media in some
+    role (or a prompt that already holds placeholders) would otherwise misplace or lose them."""
+    found = prompt_text.count(token)
+    if found != n:
+        raise InvalidInput(f"the chat template placed {found} {kind} placeholder(s) for {n} {kind}(s): it does not "
+                           f"render {kind}s in every turn they were given in (or the text holds {token!r})",
+                           param="messages", code="unsupported_media_position")
+
+
+def _video_inputs(videos: list) -> dict:
+    """Processor keyword arguments for ``videos`` (rmserve.models.types.VideoClip)."""
+    if not videos:
+        return {}
+    arrays = [np.stack([np.asarray(f.convert("RGB")) for f in v.frames]) for v in videos]
+    return {"videos": arrays, "video_metadata": [SampledVideoMetadata(v.fps, len(v.frames)) for v in videos]}
 
 
 def detect_family(config) -> str:
@@ -57,9 +78,13 @@ class TextFamily:
         self.backbone = backbone
         self.tokenizer = processor
 
-    def tokenize_prompt(self, prompt_text: str, images: list, add_special_tokens: bool) -> tuple[list[int], dict]:
+    def tokenize_prompt(self, prompt_text: str, images: list, add_special_tokens: bool,
+                        videos: list = ()) -> tuple[list[int], dict]:
         if images:
             raise InvalidInput("this model is text-only and takes no images", param="images")
+        if videos:
+            raise InvalidInput("this model is text-only and takes no videos", param="messages",
+                               code="videos_not_supported")
         ids = self.tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"]
         return list(ids), {}
 
@@ -74,6 +99,10 @@ class TextFamily:
     def batch_inputs(self, items: list, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> dict[str, Any]:
         return {"position_ids": text_position_ids(attention_mask)}
 
+    def encoder_inputs(self, base_model, inputs: dict) -> dict:
+        """The batch's backbone inputs as the backbone's forward takes them (a hook for per-video encoding)."""
+        return inputs
+
 
 class QwenVLFamily(TextFamily):
     """Qwen2-VL / Qwen2.5-VL: positions are 3D M-RoPE ids computed per item, unpadded."""
@@ -85,14 +114,23 @@ class QwenVLFamily(TextFamily):
         self.processor = processor
         cfg = backbone.config
         self.image_token_id = cfg.image_token_id
-        self.image_token_ids = (cfg.image_token_id, cfg.vision_start_token_id, getattr(cfg, "vision_end_token_id", -1))
+        self.video_token_id = cfg.video_token_id
+        self.image_token_ids = (cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id,
+                                getattr(cfg, "vision_end_token_id", -1))
 
-    def tokenize_prompt(self, prompt_text, images, add_special_tokens):
+    def tokenize_prompt(self, prompt_text, images, add_special_tokens, videos=()):
+        _check_placeholders(prompt_text, self.processor.image_token, len(images), "image")
+        _check_placeholders(prompt_text, self.processor.video_token, len(videos), "video")
         out = process_images(self.processor, images or None, text=[prompt_text], return_tensors="pt",
-                             add_special_tokens=add_special_tokens)
+                             add_special_tokens=add_special_tokens, **_video_inputs(list(videos)))
         vision = {}
         if images:
             vision = {"pixel_values": out["pixel_values"], "image_grid_thw": out["image_grid_thw"]}
+        if videos:
+            vision["pixel_values_videos"] = out["pixel_values_videos"]
+            vision["video_grid_thw"] = out["video_grid_thw"]
+            if "second_per_grid_ts" in out:  # Qwen2.5-VL: temporal positions follow the sampled frame rate
+                vision["second_per_grid_ts"] = torch.as_tensor(out["second_per_grid_ts"], dtype=torch.float32)
         return out["input_ids"][0].tolist(), vision
 
     def split_images(self, vision):
@@ -102,13 +140,15 @@ class QwenVLFamily(TextFamily):
 
     def item_positions(self, input_ids, vision):
         ids = torch.tensor([input_ids])
-        grid = vision.get("image_grid_thw")
-        if grid is None:
+        grid, video_grid = vision.get("image_grid_thw"), vision.get("video_grid_thw")
+        if grid is None and video_grid is None:
             pos = torch.arange(len(input_ids)).view(1, -1).expand(3, -1).clone()
             return {"position_ids": pos, "rope_delta": 0}
-        mm_types = (ids == self.image_token_id).int()
+        mm_types = (ids == self.image_token_id).int() + 2 * (ids == self.video_token_id).int()
+        extra = {"second_per_grid_ts": vision["second_per_grid_ts"]} if "second_per_grid_ts" in vision else {}
         # get_rope_index only reads the config; safe to call from preprocessing threads.
-        pos, delta = self.backbone.model.get_rope_index(ids, mm_token_type_ids=mm_types, image_grid_thw=grid)
+        pos, delta = self.backbone.model.get_rope_index(ids, mm_token_type_ids=mm_types, image_grid_thw=grid,
+                                                        video_grid_thw=video_grid, **extra)
         return {"position_ids": pos[:, 0], "rope_delta": int(delta.item())}  # (3, L)
 
     def batch_inputs(self, items, input_ids, attention_mask):
@@ -122,6 +162,10 @@ class QwenVLFamily(TextFamily):
         if with_images:
             kwargs["pixel_values"] = torch.cat([v["pixel_values"] for v in with_images])
             kwargs["image_grid_thw"] = torch.cat([v["image_grid_thw"] for v in with_images])
+        with_videos = [it.vision for it in items if "pixel_values_videos" in it.vision]
+        if with_videos:  # positions are given, so second_per_grid_ts (a positions input only) stays behind
+            kwargs["pixel_values_videos"] = torch.cat([v["pixel_values_videos"] for v in with_videos])
+            kwargs["video_grid_thw"] = torch.cat([v["video_grid_thw"] for v in with_videos])
         return kwargs
 
 
@@ -134,15 +178,19 @@ class LlavaOnevisionFamily(TextFamily):
         super().__init__(backbone, processor.tokenizer)
         self.processor = processor
         self.image_token_id = backbone.config.image_token_id
-        self.image_token_ids = (self.image_token_id,)
+        self.image_token_ids = (self.image_token_id, backbone.config.video_token_id)
 
-    def tokenize_prompt(self, prompt_text, images, add_special_tokens):
+    def tokenize_prompt(self, prompt_text, images, add_special_tokens, videos=()):
+        _check_placeholders(prompt_text, self.processor.image_token, len(images), "image")
+        _check_placeholders(prompt_text, self.processor.video_token, len(videos), "video")
         out = process_images(self.processor, [images] if images else None, text=[prompt_text],
-                             return_tensors="pt", add_special_tokens=add_special_tokens)
+                             return_tensors="pt", add_special_tokens=add_special_tokens, **_video_inputs(list(videos)))
         vision = {}
         if images:
             vision = {"pixel_values": out["pixel_values"], "image_sizes": out["image_sizes"],
                       "num_images": len(images)}
+        if videos:  # (1, T, C, H, W) per video: frame counts differ between videos (see encoder_inputs)
+            vision["videos"] = [v.unsqueeze(0) for v in out["pixel_values_videos"].tensors]
         return out["input_ids"][0].tolist(), vision
 
     def batch_inputs(self, items, input_ids, attention_mask):
@@ -161,7 +209,29 @@ class LlavaOnevisionFamily(TextFamily):
             kwargs["pixel_values"] = torch.cat(stacks)
             kwargs["image_sizes"] = torch.cat([v["image_sizes"] for v in with_images])
             kwargs["batch_num_images"] = torch.tensor([v["num_images"] for v in with_images])
+        videos = [clip for it in items for clip in it.vision.get("videos", ())]
+        if videos:
+            kwargs["pixel_values_videos"] = videos
         return kwargs
+
+    def encoder_inputs(self, base_model, inputs):
+        """LLaVA-OV's forward takes one (videos, T, ...) tensor, so every video of a batch would need the same
+        frame count: here each video is encoded on its own (the tower sees one frame at a time and pools per
+        frame, so this is exactly the per-video result) and the features go in as ``mm_encoder_outputs``."""
+        videos = inputs.get("pixel_values_videos")
+        if not isinstance(videos, list):
+            return inputs
+        inputs = dict(inputs)
+        del inputs["pixel_values_videos"]
+        outputs = {}
+        video_feats = [base_model.get_video_features(v, return_dict=True).pooler_output for v in videos]
+        outputs["video"] = BaseModelOutputWithPooling(pooler_output=torch.cat(video_feats, dim=1))
+        if "pixel_values" in inputs:
+            outputs["image"] = base_model.get_image_features(
+                inputs.pop("pixel_values"), inputs.pop("image_sizes"), batch_num_images=inputs.pop("batch_num_images"),
+                return_dict=True)
+        inputs["mm_encoder_outputs"] = outputs
+        return inputs
 
 
 def make_family(name: str, backbone, processor) -> TextFamily:

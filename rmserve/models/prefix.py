@@ -53,7 +53,7 @@ def _prefix_item(item: EncodedItem) -> EncodedItem:
     if "position_ids" in vision:
         vision["position_ids"] = vision["position_ids"][:, : item.prefix_len]
     return EncodedItem(input_ids=item.input_ids[: item.prefix_len], vision=vision, image_keys=item.image_keys,
-                       prefix_len=item.prefix_len)
+                       video_keys=item.video_keys, prefix_len=item.prefix_len)
 
 
 @functools.cache

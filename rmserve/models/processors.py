@@ -30,17 +30,21 @@ from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProce
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.processing_qwen2_vl import Qwen2VLProcessor
 
+from .video_processors import frame_processor_for
+
 
 class Qwen2VLImageOnlyProcessor(Qwen2VLProcessor):
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         kwargs.pop("video_processor", None)
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+        self.video_processor = frame_processor_for("qwen2_vl", image_processor)
 
 
 class Qwen2_5_VLImageOnlyProcessor(Qwen2_5_VLProcessor):
     def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
         kwargs.pop("video_processor", None)
         super().__init__(image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+        self.video_processor = frame_processor_for("qwen2_5_vl", image_processor)
 
 
 class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
@@ -53,6 +57,7 @@ class LlavaOnevisionImageOnlyProcessor(LlavaOnevisionProcessor):
                          vision_feature_select_strategy=vision_feature_select_strategy, chat_template=chat_template,
                          image_token=image_token, video_token=video_token, vision_aspect_ratio=vision_aspect_ratio,
                          **kwargs)
+        self.video_processor = frame_processor_for("llava_onevision", image_processor)
 
 
 PROCESSOR_CLASSES = {
@@ -114,10 +119,12 @@ def load_processor(path: str, model_type: str):
                 for key in ("num_image_tokens", "vision_feature_select_strategy", "vision_aspect_ratio"):
                     if key in saved:
                         kwargs[key] = saved[key]
-        return processor_cls(
+        processor = processor_cls(
             image_processor=image_processor,
             tokenizer=tokenizer,
             chat_template=getattr(tokenizer, "chat_template", None),
             **kwargs,
         )
+        processor.video_processor = frame_processor_for(model_type, image_processor, path)
+        return processor
     return AutoTokenizer.from_pretrained(path)

@@ -39,10 +39,20 @@ class Batch:
     attention_mask: torch.Tensor  # (B, L)
     model_inputs: dict  # positions and vision tensors for the backbone
     image_keys: list[str] = field(default_factory=list)  # one content key per image, in batch order
+    video_keys: list[str] = field(default_factory=list)  # one content key per video, in batch order
 
     def to(self, device) -> Batch:
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.model_inputs.items()}
-        return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved, self.image_keys)
+        moved = {k: _to(v, device) for k, v in self.model_inputs.items()}
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved, self.image_keys,
+                     self.video_keys)
+
+
+def _to(value, device):
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, list) and value and isinstance(value[0], torch.Tensor):  # per-video tensors
+        return [v.to(device) for v in value]
+    return value
 
 
 class RewardModel(nn.Module):
@@ -129,7 +139,8 @@ class RewardModel(nn.Module):
     def encode_prompt(self, item: ScoreItem) -> tuple[list[int], dict, bool]:
         prompt_text, _, templated = render(self.tokenizer, item, response="")
         with self._tokenize_lock:
-            ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
+            ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
+                                                      videos=item.videos)
         return ids, vision, templated
 
     def encode(self, item: ScoreItem) -> EncodedItem:
@@ -137,6 +148,9 @@ class RewardModel(nn.Module):
         # assistant turn (the template's end-of-turn tokens), like any other reply.
         if item.images and not self.family.multimodal:
             raise InvalidInput(f"model {self.name!r} is text-only and takes no images", param="images")
+        if item.videos and not self.family.multimodal:
+            raise InvalidInput(f"model {self.name!r} is text-only and takes no videos", param="messages",
+                               code="videos_not_supported")
         syntax = self.prompt_syntax()
         if item.prompt is not None and syntax is not None and carries_template(item.prompt, syntax):
             return self._encode_templated_prompt(item, syntax)
@@ -219,18 +233,20 @@ class RewardModel(nn.Module):
         input_ids = prompt_ids + response_ids
         vision.update(self.family.item_positions(input_ids, vision))
         return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated, prefix_len=len(prompt_ids),
-                           image_keys=self._image_keys(item, vision))
+                           image_keys=self._image_keys(item, vision), video_keys=self._video_keys(item))
 
     def _tokenize_prompt_cached(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
         """Prompt ids and processor tensors, from ``prompt_cache`` when the same prompt + images came before."""
         key = None
-        if self.prompt_cache is not None and item.images and len(item.image_hashes) == len(item.images):
-            key = (prompt_text, templated, tuple(item.image_hashes))
+        keyed = len(item.image_hashes) == len(item.images) and all(v.key for v in item.videos)
+        if self.prompt_cache is not None and (item.images or item.videos) and keyed:
+            key = (prompt_text, templated, tuple(item.image_hashes), tuple(v.key for v in item.videos))
             cached = self.prompt_cache.get(key)
             if cached is not None:
                 return list(cached[0]), dict(cached[1])
         with self._tokenize_lock:
-            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated)
+            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
+                                                             videos=item.videos)
         if key is not None:
             self.prompt_cache.put(key, list(prompt_ids), dict(vision))
         return prompt_ids, vision
@@ -245,6 +261,19 @@ class RewardModel(nn.Module):
         if item.image_hashes and len(item.image_hashes) == len(item.images):
             return tuple(item.image_hashes)
         return tuple(hashlib.sha1(t.numpy().tobytes()).hexdigest() for t in self.family.split_images(vision))
+
+    def _video_keys(self, item: ScoreItem) -> tuple[str, ...]:
+        """One content key per video (prefixed, so never equal to an image's): its own key, else a pixel hash."""
+        keys = []
+        for clip in item.videos:
+            if not clip.key:
+                digest = hashlib.sha1(f"{clip.fps}".encode())
+                for frame in clip.frames:
+                    digest.update(frame.tobytes())
+                keys.append(f"video:{digest.hexdigest()}")
+            else:
+                keys.append(f"video:{clip.key}")
+        return tuple(keys)
 
     def _fit_length(self, prompt_ids: list[int], response_ids: list[int],
                     truncate: bool) -> tuple[list[int], list[int], bool]:
@@ -301,7 +330,9 @@ class RewardModel(nn.Module):
             input_ids[row, sl] = torch.tensor(it.input_ids)
             attention_mask[row, sl] = 1
         keys = [k for it in items if "pixel_values" in it.vision for k in it.image_keys]
-        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask), keys)
+        video_keys = [k for it in items for k in it.video_keys]
+        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask), keys,
+                     video_keys)
 
     def base_model(self):
         return getattr(self.backbone, "model", None) or self.backbone.base_model
@@ -309,13 +340,24 @@ class RewardModel(nn.Module):
     def backbone_inputs(self, batch: Batch) -> dict:
         """The batch's extra backbone inputs, with cached vision features in place of pixels when possible."""
         inputs = batch.model_inputs
-        if (self.vision_cache is None or "image_grid_thw" not in inputs
-                or len(batch.image_keys) != inputs["image_grid_thw"].shape[0]):
+        if self.vision_cache is None:
+            return self.family.encoder_inputs(self.base_model(), inputs)
+        images_ok = "image_grid_thw" not in inputs or len(batch.image_keys) == inputs["image_grid_thw"].shape[0]
+        videos_ok = "video_grid_thw" not in inputs or len(batch.video_keys) == inputs["video_grid_thw"].shape[0]
+        if not (images_ok and videos_ok) or not ({"image_grid_thw", "video_grid_thw"} & inputs.keys()):
             return inputs
+        # The forward takes cached features or pixels, not both: both modalities go through the cache.
         inputs = dict(inputs)
-        feats = encode_images_cached(self.base_model(), self.vision_cache, inputs.pop("pixel_values"),
-                                     inputs["image_grid_thw"], batch.image_keys)
-        inputs["mm_encoder_outputs"] = {"image": BaseModelOutputWithPooling(pooler_output=feats)}
+        outputs = {}
+        if "image_grid_thw" in inputs:
+            feats = encode_images_cached(self.base_model(), self.vision_cache, inputs.pop("pixel_values"),
+                                         inputs["image_grid_thw"], batch.image_keys)
+            outputs["image"] = BaseModelOutputWithPooling(pooler_output=feats)
+        if "video_grid_thw" in inputs:
+            feats = encode_images_cached(self.base_model(), self.vision_cache, inputs.pop("pixel_values_videos"),
+                                         inputs["video_grid_thw"], batch.video_keys, encode="get_video_features")
+            outputs["video"] = BaseModelOutputWithPooling(pooler_output=feats)
+        inputs["mm_encoder_outputs"] = outputs
         return inputs
 
     def pooled_hidden(self, batch: Batch) -> torch.Tensor:

@@ -49,12 +49,13 @@ SPECIAL_TOKENS = [
     "<video>",
 ]
 
-# ChatML with content lists; IMAGE is replaced by the family's placeholder string.
+# ChatML with content lists; IMAGE and VIDEO are replaced by the family's placeholder strings.
 _CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}IMAGE{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% if part['type'] == 'image' %}IMAGE{% elif part['type'] == 'video' %}VIDEO"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
@@ -76,8 +77,16 @@ _CORPUS = [
 ]
 
 
+VIDEO_PLACEHOLDERS = {
+    "qwen2_vl": "<|vision_start|><|video_pad|><|vision_end|>",
+    "qwen2_5_vl": "<|vision_start|><|video_pad|><|vision_end|>",
+    "llava_onevision": "<video>\n",
+}
+
+
 def chat_template_for(family: str) -> str:
-    return _CHAT_TEMPLATE.replace("IMAGE", IMAGE_PLACEHOLDERS.get(family, ""))
+    return (_CHAT_TEMPLATE.replace("IMAGE", IMAGE_PLACEHOLDERS.get(family, ""))
+            .replace("VIDEO", VIDEO_PLACEHOLDERS.get(family, "")))
 
 
 def build_tiny_tokenizer(vocab_size: int = 600, family: str = "qwen2_5_vl",

@@ -23,20 +23,38 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class VideoClip:
+    """A video as the model sees it: sampled RGB frames in time order, and their rate.
+
+    ``fps`` is the rate of the *sampled* frames (Qwen2.5-VL spaces its temporal positions by
+    it); ``key`` identifies the content (source bytes + sampling) for caches and prefix sharing.
+    """
+
+    frames: list[Image.Image]
+    fps: float
+    key: str = ""
+
+
+@dataclass
 class ScoreItem:
     """One (conversation, response) to score, already decoded from the wire.
 
     Exactly one of ``prompt`` or ``messages`` is set. ``messages`` are chat turns
-    ``{"role": "user"|"assistant"|"system", "content": str}`` ending with a user turn;
-    images are placed in the first user turn, in order.
+    ``{"role": "system"|"user"|"assistant"|"tool", "content": str | list[part]}`` not ending with
+    an assistant turn (``response`` is scored as the reply to them). A part is
+    ``{"type": "text", "text": ...}``, ``{"type": "image"}`` (the next of ``images``) or
+    ``{"type": "video"}`` (the next of ``videos``): each image and video sits where its part sits.
+    When no message holds an image part, ``images`` go into the first user turn, in order (the
+    original top-level ``images`` form).
     """
 
     response: str
     prompt: str | None = None
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     images: list[Image.Image] = field(default_factory=list)
     truncate: bool = False  # if the sequence is too long: False -> InvalidInput, True -> drop oldest prompt tokens
     image_hashes: list[str] = field(default_factory=list)  # sha256 of each image's bytes, if known (cache keys)
+    videos: list[VideoClip] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +69,7 @@ class EncodedItem:
     input_ids: list[int]
     vision: dict[str, Any] = field(default_factory=dict)
     image_keys: tuple[str, ...] = ()
+    video_keys: tuple[str, ...] = ()  # content keys of the videos, in order (prefix sharing, prompt cache)
     truncated: bool = False
     prefix_len: int = 0  # number of leading prompt tokens (shared by every response to the same prompt)
 
@@ -60,11 +79,11 @@ class EncodedItem:
 
     @property
     def prefix_key(self) -> tuple | None:
-        """Items with equal keys have identical prompt tokens and images (the engine batches them together,
-        the model runs the prefix once); None = cannot share."""
+        """Items with equal keys have identical prompt tokens, images and videos (the engine batches them
+        together, the model runs the prefix once); None = cannot share."""
         if self.prefix_len <= 0 or self.prefix_len >= self.num_tokens:
             return None
-        return (tuple(self.input_ids[: self.prefix_len]), self.image_keys)
+        return (tuple(self.input_ids[: self.prefix_len]), self.image_keys, self.video_keys)
 
 
 @dataclass

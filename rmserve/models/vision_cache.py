@@ -20,8 +20,10 @@ class VisionFeatureCache(ByteLRU[torch.Tensor]):
 
 
 def encode_images_cached(base_model, cache: VisionFeatureCache, pixel_values: torch.Tensor,
-                         image_grid_thw: torch.Tensor, keys: list[str]) -> tuple[torch.Tensor, ...]:
-    """Per-image merged features for a Qwen-VL batch, running the vision tower only on misses."""
+                         image_grid_thw: torch.Tensor, keys: list[str], *,
+                         encode: str = "get_image_features") -> tuple[torch.Tensor, ...]:
+    """Per-image (or, with ``encode="get_video_features"``, per-video) merged features for a Qwen-VL batch,
+    running the vision tower only on misses. Image and video keys never collide: video keys are prefixed."""
     patches_per_image = image_grid_thw.prod(-1).tolist()
     chunks = pixel_values.split(patches_per_image)
     feats: list[torch.Tensor | None] = [cache.get(k) for k in keys]
@@ -31,7 +33,7 @@ def encode_images_cached(base_model, cache: VisionFeatureCache, pixel_values: to
             todo.setdefault(keys[i], i)
     if todo:
         idx = list(todo.values())
-        out = base_model.get_image_features(torch.cat([chunks[i] for i in idx]), image_grid_thw[idx],
+        out = getattr(base_model, encode)(torch.cat([chunks[i] for i in idx]), image_grid_thw[idx],
                                             return_dict=True)
         fresh = dict(zip(todo, out.pooler_output, strict=True))
         for key, f in fresh.items():

@@ -189,6 +189,11 @@ class VllmRewardModel:
 
     # ---- encoding (CPU, thread-safe: the encoder's) ----------------------------------------------
     def encode(self, item: ScoreItem) -> EncodedItem:
+        if item.videos:
+            # vLLM makes video pixels with its own processor from frames + metadata; that path is not wired or
+            # tested here, so a video is refused rather than scored some other way than with --backend hf.
+            raise InvalidInput("the vllm backend does not score videos; serve this model with --backend hf",
+                               param="messages", code="videos_not_supported")
         return self._for_vllm(self.encoder.encode(item), item.images)
 
     def encode_rendered(self, prompt_text: str, response: str, *, images: list | None = None,

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from rmserve.api import EnsembleSpec, ImageCache, ImageLimits, ImageLoader, ModelSet, ScoreService, ServiceLimits
 from rmserve.api.fetch import ImageFetcher
+from rmserve.api.videos import VideoLimits
 from rmserve.config import ServerConfig
 from rmserve.engine import Engine
 from rmserve.models.types import ModelInfo, ServedModel, ServingOptions
@@ -78,7 +79,12 @@ def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) 
     limits = ServiceLimits(
         max_items_per_request=config.max_items_per_request,
         max_images_per_item=config.max_images_per_item,
+        max_pixels_per_item=config.max_pixels_per_item,
         images=image_limits,
+        videos=VideoLimits(max_frames=config.max_video_frames, max_bytes=config.max_video_bytes,
+                           max_frame_pixels=config.max_image_pixels,
+                           max_decode_pixels=config.max_video_decode_pixels),
+        video_cache_bytes=config.video_cache_mb * 1024 * 1024,
     )
     if isinstance(engines, Engine):
         engines = {engines.model.info.name: engines}

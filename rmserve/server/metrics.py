@@ -12,6 +12,7 @@ queue, batches, item outcomes, caches and load time.
     rmserve_batch_size{model}, rmserve_batch_tokens{model}, rmserve_batch_duration_seconds{model},
     rmserve_item_queue_seconds{model}                         histograms
     rmserve_image_cache_{hits,misses}_total, _entries, _bytes, _hit_ratio      decoded images (shared)
+    rmserve_video_cache_{hits,misses}_total, _entries, _bytes, _hit_ratio      decoded video clips (shared)
     rmserve_vision_cache_{hits,misses}_total{model}, _entries, _bytes, _hit_ratio   vision features
     rmserve_prompt_cache_{hits,misses}_total{model}, _entries, _bytes, _hit_ratio   preprocessed image prompts
 
@@ -33,6 +34,7 @@ from rmserve.engine import Engine, HistogramSnapshot
 
 if TYPE_CHECKING:
     from rmserve.api.images import ImageCache
+    from rmserve.api.videos import VideoCache
     from rmserve.server.inflight import InFlight
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -45,6 +47,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.engines: dict[str, Engine] = {}  # model name -> engine, set once the models are up
         self.image_cache: ImageCache | None = None
+        self.video_cache: VideoCache | None = None
         self.inflight: InFlight | None = None
         self.load_seconds: dict[tuple[str, str], float] = {}  # (model, phase) -> seconds
         self.ready = False
@@ -136,7 +139,9 @@ class _EngineCollector(Collector):
             for (model, phase), seconds in metrics.load_seconds.items():
                 load.add_metric([model, phase], seconds)
             yield load
-        yield from _cache_families("rmserve_image_cache", "Decoded-image cache", [], _image_cache_rows(metrics))
+        yield from _cache_families("rmserve_image_cache", "Decoded-image cache", [], _shared_rows(metrics.image_cache))
+        yield from _cache_families("rmserve_video_cache", "Decoded-video cache (clips by file and sampling)", [],
+                                   _shared_rows(metrics.video_cache))
         if not metrics.engines:
             return
         snaps = {name: engine.snapshot() for name, engine in metrics.engines.items()}
@@ -174,8 +179,7 @@ class _EngineCollector(Collector):
             yield from _cache_families(prefix, what, ["model"], rows)
 
 
-def _image_cache_rows(metrics: Metrics) -> list[tuple[list[str], dict[str, Any]]]:
-    cache = metrics.image_cache
+def _shared_rows(cache: ImageCache | VideoCache | None) -> list[tuple[list[str], dict[str, Any]]]:
     if cache is None:
         return []
     return [([], cache.stats())]

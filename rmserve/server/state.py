@@ -114,6 +114,7 @@ class AppState:
         self.engines, self.service = engines, service
         self.metrics.engines = dict(engines)
         self.metrics.image_cache = service.images.cache
+        self.metrics.video_cache = service.videos.cache
         self.ready = self.metrics.ready = not self.draining
 
     async def begin_drain(self, budget_s: float) -> None:

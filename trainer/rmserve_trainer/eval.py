@@ -20,6 +20,7 @@ accuracies on placeholders say nothing about the model.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -29,11 +30,11 @@ from dataclasses import asdict, dataclass
 
 from rmserve.models import ScoreItem
 
-from .data.base import DataError, Fields, ReadReport, read_jsonl, record_images, resolve_image_path
+from .data.base import DataError, Fields, ReadReport, read_jsonl, record_images
 from .data.mmrewardbench import parse_mmrewardbench
 from .data.mmrlhf import parse_mmrlhf
 from .data.pairwise import parse_pairwise
-from .data.synthetic import IMAGE_EXTS, generate_demo_pairs, generate_placeholder_images
+from .data.synthetic import generate_demo_pairs, generate_placeholder_images
 from .data.vlrewardbench import parse_vlrewardbench
 from .records import PairRecord
 from .scoring import Scorer, add_scorer_arguments, close_scorer, scorer_from_args
@@ -77,30 +78,13 @@ def detect_benchmark(path: str) -> str:
     return "pairwise"
 
 
-def _frames(path: str, max_frames: int, f: Fields) -> list[str]:
-    """A video given as a directory of frame images: up to ``max_frames`` frames, evenly spaced."""
-    if not os.path.isdir(path):
-        f.fail(f"video {path!r} is not a directory of frames (video files are not decoded; extract frames, "
-               "or use --placeholder-images)")
-    files = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTS))
-    if not files:
-        f.fail(f"video directory {path!r} has no frame images")
-    step = max(1, len(files) / max_frames)
-    return [os.path.join(path, files[int(k * step)]) for k in range(min(max_frames, len(files)))]
-
-
 def mmrlhf_bench_parser(max_frames: int = 4):
     """MM-RLHF-RewardBench rows: category = the first folder of the media path (mcq, long, short, safety,
-    video); a video (a directory of frames) is scored as its frames, given as images."""
+    video); a video (an MP4 file or a directory of frames) is scored as a video, ``max_frames`` of it."""
 
     def parse(f: Fields) -> PairRecord:
         media = f.obj.get("image") or f.obj.get("video")
-        if f.has("video"):
-            paths = _frames(resolve_image_path(f.obj["video"], f.image_root), max_frames, f)
-            obj = {k: v for k, v in f.obj.items() if k != "video"} | {"images": paths}
-            record = parse_mmrlhf(Fields(obj, f.source, f.image_root, f.lazy_images, f.id_key))
-        else:
-            record = parse_mmrlhf(f)
+        record = parse_mmrlhf(dataclasses.replace(f, max_frames=max_frames))
         if isinstance(media, str) and "/" in media:
             record.category = media.split("/")[0]
         return record
@@ -157,7 +141,8 @@ class ScoredPair:
 
 def _score_item(record: PairRecord, images: list, response: str) -> ScoreItem:
     if isinstance(record.prompt, list):
-        return ScoreItem(response=response, messages=record.prompt, images=images, truncate=True)
+        return ScoreItem(response=response, messages=record.prompt, images=images, videos=record.videos,
+                         truncate=True)
     return ScoreItem(response=response, prompt=record.prompt, images=images, truncate=True)
 
 
@@ -181,7 +166,8 @@ def score_pairs(records: list[PairRecord], scorer: Scorer, *, chunk: int = CHUNK
                 continue
             ids = []
             for response in (r.chosen, r.rejected):
-                key = (json.dumps(r.prompt), image_key, response)
+                video_key = tuple(v.key or id(v) for v in r.videos)  # records differing only in a video differ
+                key = (json.dumps(r.prompt), image_key, video_key, response)
                 if key not in index:
                     index[key] = len(items)
                     items.append(_score_item(r, images_of[image_key], response))

@@ -11,8 +11,11 @@ from PIL import Image
 class PairRecord:
     """A preference pair for one prompt (optionally with images).
 
-    ``prompt`` is a string or a list of chat messages (``{"role", "content"}``, ending with a user
-    turn). ``images`` are loaded PIL images (readers resolve paths against ``--image-root``).
+    ``prompt`` is a string or a list of chat messages (``{"role", "content"}``, not ending with an
+    assistant turn); a turn's content may be a list of parts (``{"type": "text"|"image"|"video"}``,
+    rmserve.models.ScoreItem's form): each image / video sits where its part sits. ``images`` are
+    loaded PIL images in conversation order (readers resolve paths against ``--image-root``);
+    ``videos`` are sampled clips (rmserve.models.types.VideoClip) in conversation order.
     ``*_reason`` are reference critiques (MM-RLHF) used by the critique trainer.
     ``*_safety`` list the hazard categories (e.g. ``["S1"]``) a response falls under; empty = safe.
     ``attributes`` maps response key ("chosen"/"rejected") to named scores (HelpSteer style).
@@ -35,3 +38,4 @@ class PairRecord:
     attributes: dict[str, dict[str, float]] | None = None
     source: str = ""
     image_paths: list[str] = field(default_factory=list)
+    videos: list = field(default_factory=list)  # VideoClip, decoded at read time (no lazy mode for videos)

@@ -100,16 +100,33 @@ class HttpScorer:
 
     def _wire(self, item: ScoreItem) -> dict:
         row: dict = {"response": item.response}
-        if item.messages is not None:
+        # Keep the images alive while cached: ids of freed objects can be reused.
+        urls = [self._image_urls.setdefault(id(im), image_data_url(im)) for im in item.images]
+        placed = item.messages is not None and any(
+            isinstance(m["content"], list) and any(p["type"] in ("image", "video") for p in m["content"])
+            for m in item.messages)
+        if placed:  # media parts: each image / video goes back where its part sits, as the server takes them
+            images, videos = iter(urls), iter(item.videos)
+            row["messages"] = [{**m, "content": [self._part(p, images, videos) for p in m["content"]]}
+                               if isinstance(m["content"], list) else m for m in item.messages]
+        elif item.messages is not None:
             row["messages"] = item.messages
         else:
             row["prompt"] = item.prompt
         if item.truncate:
             row["truncate"] = True
-        if item.images:
-            # Keep the images alive while cached: ids of freed objects can be reused.
-            row["images"] = [self._image_urls.setdefault(id(im), image_data_url(im)) for im in item.images]
+        if urls and not placed:
+            row["images"] = urls
         return row
+
+    def _part(self, part: dict, images, videos) -> dict:
+        if part["type"] == "image":
+            return {"type": "image_url", "image_url": {"url": next(images)}}
+        if part["type"] == "video":
+            clip = next(videos)
+            frames = [self._image_urls.setdefault(id(f), image_data_url(f)) for f in clip.frames]
+            return {"type": "video", "frames": frames, "fps": clip.fps}
+        return part
 
     def _post(self, rows: list[dict]) -> httpx.Response:
         body: dict = {"items": rows}

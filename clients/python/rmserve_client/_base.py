@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rmserve_client._images import ImageData, ImageRef, ImageRegistry, load_image
+from rmserve_client._parts import load_messages
 from rmserve_client.exceptions import InvalidRequest, RMServeError, error_for_type
 from rmserve_client.types import (
     CompareResult,
@@ -132,6 +133,8 @@ class BaseClient:
         if unknown:
             raise ValueError(f"items.{index}: unknown field(s) {', '.join(sorted(unknown))}")
         out = {k: v for k, v in item.items() if v is not None and k != "images"}
+        if item.get("messages") is not None:
+            out["messages"] = load_messages(item["messages"], f"items.{index}.messages", cache)
         images = item.get("images")
         if images is not None:
             if isinstance(images, str | bytes) or hasattr(images, "save") or isinstance(images, Mapping):
@@ -241,6 +244,8 @@ class BaseClient:
         cache: dict[int, ImageData | ImageRef] = {}
         if "images" in body:
             body = {**body, **self._load_item({"images": body["images"]}, 0, cache)}
+        if "messages" in body:
+            body["messages"] = load_messages(body["messages"], "messages", cache)
         if model or self.model:
             body["model"] = model or self.model
         return body, [body]

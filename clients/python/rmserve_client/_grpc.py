@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from rmserve_client._images import ImageData, ImageRef
+from rmserve_client._parts import pb_message
 from rmserve_client.exceptions import InvalidRequest, RMServeError, Unsupported, error_for_grpc
 
 try:
@@ -65,6 +66,8 @@ def fill(message: Message, body: Mapping[str, Any], path: str = "") -> Message:
         field = fields[key]
         if key == "images":
             getattr(message, key).extend(pb_image(im) for im in value)
+        elif key == "messages":
+            getattr(message, key).extend(pb_message(pb, m) for m in value)
         elif key == "verifier" and isinstance(value, str):  # REST takes the bare name too
             message.verifier.name = value
         elif key == "return":

@@ -4,7 +4,8 @@ Requests: ``decode(message, RestType)`` walks the message by its descriptor into
 the REST pydantic type validate it: one set of rules, and errors name fields with the same dotted paths
 (``items.0.response``). Field names in the .proto are the JSON names (tests/test_grpc_contract.py), so
 no per-message code is needed. Image ``data`` stays ``bytes`` all the way to the image loader (no base64
-in between); ``{"sha256": h}`` stays a reference.
+in between); ``{"sha256": h}`` stays a reference. A turn's ``parts`` become REST content parts (an MP4's
+``data`` stays bytes too, to the video loader).
 
 Proto3 has no "unset" for plain scalars, so the walk keeps fields with presence (``optional``, message
 fields, oneofs) only when set, and every other field as it is, except: an empty ``model`` or ``on_reject``
@@ -68,6 +69,8 @@ def to_body(message: ProtoMessage, loc: Loc, *, keep_return: bool = True) -> dic
             value = _scalar(field, value, (*loc, name))
         if name in _DEFAULT_WHEN_EMPTY and not value:
             continue
+        if name == "response" and not value and _ends_with_reply(message):
+            continue  # the final assistant turn is the scored response (REST: `response` left out)
         if name == "return" and not value:
             continue
         body[name] = value
@@ -99,6 +102,8 @@ def _plan(descriptor: Any) -> tuple[tuple[str, FieldDescriptor, bool, int], ...]
 def _scalar(field: FieldDescriptor, value: Any, loc: Loc) -> Any:
     if field.message_type is pb.Image.DESCRIPTOR:
         return _image(value, loc)
+    if field.message_type is pb.Message.DESCRIPTOR:
+        return _message(value, loc)
     if field.message_type is not None:
         return to_body(value, loc)
     if field.enum_type is pb.Output.DESCRIPTOR:
@@ -120,6 +125,46 @@ def _image(image: pb.Image, loc: Loc) -> bytes | dict[str, str]:
     if kind == "sha256":
         return {"sha256": image.sha256}
     raise InvalidInput("image has neither `data` nor `sha256` set", param=loc, code="invalid_image")
+
+
+def _ends_with_reply(message: ProtoMessage) -> bool:
+    turns = getattr(message, "messages", None) if "messages" in message.DESCRIPTOR.fields_by_name else None
+    return bool(turns) and turns[-1].role == "assistant"
+
+
+def _message(message: pb.Message, loc: Loc) -> dict[str, Any]:
+    """A turn as REST has it: ``parts`` become ``content`` as a list of parts (errors name ``content.K``)."""
+    body: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.parts:
+        if message.content:
+            raise InvalidInput("give `content` or `parts`, not both", param=(*loc, "parts"), code="invalid_part")
+        body["content"] = [_part(part, (*loc, "content", k)) for k, part in enumerate(message.parts)]
+    for name in ("name", "tool_call_id"):
+        if message.HasField(name):
+            body[name] = getattr(message, name)
+    return body
+
+
+def _part(part: pb.ContentPart, loc: Loc) -> dict[str, Any]:
+    kind = part.WhichOneof("part")
+    if kind == "text":
+        return {"type": "text", "text": part.text}
+    if kind == "image":
+        return {"type": "image", "image": _image(part.image, loc)}
+    if kind != "video":
+        raise InvalidInput("content part has none of `text`, `image`, `video` set", param=loc, code="invalid_part")
+    video = part.video
+    options = {name: getattr(video, name) for name in ("fps", "max_frames") if video.HasField(name)}
+    source = video.WhichOneof("source")
+    if source == "frames":
+        if "max_frames" in options:
+            raise InvalidInput("`max_frames` is for MP4 `data`; send fewer frames", param=(*loc, "max_frames"),
+                               code="invalid_part")
+        frames = [_image(f, (*loc, "frames", j)) for j, f in enumerate(video.frames.frames)]
+        return {"type": "video", "frames": frames, **options}
+    if source == "data":  # bytes to the video loader as they are (no base64 round trip)
+        return {"type": "video_url", "video_url": {"url": video.data, **options}}
+    raise InvalidInput("video has neither `data` nor `frames` set", param=loc, code="invalid_video")
 
 
 def score_request(message: pb.ScoreRequest) -> ScoreRequest:

@@ -16,8 +16,14 @@ from typing import Any, NoReturn
 
 from PIL import Image, UnidentifiedImageError
 
+from rmserve.errors import InvalidInput
+from rmserve.models.types import VideoClip
+from rmserve.models.video import DEFAULT_FPS, decode_planned, plan_sampling, probe_video
+
 from ..hazards import HAZARDS
 from ..records import PairRecord
+
+ROLES = ("system", "user", "assistant", "tool")
 
 
 class DataError(ValueError):
@@ -97,6 +103,7 @@ class Fields:
     image_root: str
     lazy_images: bool = False
     id_key: str = "id"
+    max_frames: int = 16  # frames kept per video (the server's --max-video-frames default)
 
     @property
     def id(self) -> str:
@@ -138,18 +145,86 @@ class Fields:
         return self.text(key)
 
     def messages(self, key: str) -> list[dict]:
+        """Chat turns (system, user, assistant, tool) not ending with an assistant turn; content is a string or
+        a list of parts whose media are collected by ``conversation``."""
+        return self.conversation(key)[0]
+
+    def conversation(self, key: str) -> tuple[list[dict], list[str], list]:
+        """``(messages, image paths, videos)``: media parts become placeholders (``{"type": "image"}``,
+        ``{"type": "video"}``) and their media are returned in conversation order. Parts as the server takes
+        them (OpenAI style), with file paths (relative to --image-root) where the server takes data URLs:
+        ``{"type": "image", "image": path}``, ``{"type": "image_url", "image_url": {"url": path}}``,
+        ``{"type": "video_url", "video_url": {"url": path, "fps"?, "max_frames"?}}``,
+        ``{"type": "video", "frames": [path, ...], "fps"?}``."""
         value = self.obj.get(key)
         if not isinstance(value, list) or not value:
             self.fail(f"field {key!r} must be a non-empty list of messages")
-        out = []
+        out, image_paths, videos = [], [], []
         for i, m in enumerate(value):
-            if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant") \
-                    or not isinstance(m.get("content"), str):
-                self.fail(f"{key}[{i}] must be {{'role': system|user|assistant, 'content': str}}")
-            out.append({"role": m["role"], "content": m["content"]})
-        if out[-1]["role"] != "user":
-            self.fail(f"the last message of {key!r} must be a user turn")
-        return out
+            if not isinstance(m, dict) or m.get("role") not in ROLES:
+                self.fail(f"{key}[{i}] must be {{'role': {'|'.join(ROLES)}, 'content': str | [parts]}}")
+            content = m.get("content")
+            if isinstance(content, list) and content:
+                content = [self._part(part, f"{key}[{i}].content[{k}]", image_paths, videos)
+                           for k, part in enumerate(content)]
+            elif not isinstance(content, str):
+                self.fail(f"{key}[{i}].content must be a string or a non-empty list of parts")
+            out.append({"role": m["role"], "content": content})
+        if out[-1]["role"] == "assistant":
+            self.fail(f"the last message of {key!r} must not be an assistant turn (the responses are the replies)")
+        return out, image_paths, videos
+
+    def _part(self, part: Any, where: str, image_paths: list[str], videos: list) -> dict:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            return {"type": "text", "text": part["text"]}
+        if kind in ("image", "image_url"):
+            path = part.get("image") if kind == "image" else (part.get("image_url") or {}).get("url")
+            if not isinstance(path, str) or not path:
+                self.fail(f"{where} must name an image file")
+            image_paths.append(path)
+            return {"type": "image"}
+        if kind == "video_url":
+            spec = part.get("video_url") or {}
+            videos.append(self.video(spec.get("url"), where, fps=spec.get("fps"), max_frames=spec.get("max_frames")))
+            return {"type": "video"}
+        if kind == "video":
+            frames = part.get("frames")
+            if not isinstance(frames, list) or not frames or not all(isinstance(p, str) for p in frames):
+                self.fail(f"{where}.frames must be a non-empty list of image files")
+            images = [open_image(resolve_image_path(p, self.image_root), self.source, self.id or None) for p in frames]
+            if len({im.size for im in images}) > 1:
+                self.fail(f"{where}: a video's frames must all have one size")
+            videos.append(VideoClip(images, fps=float(part.get("fps") or DEFAULT_FPS), key=""))
+            return {"type": "video"}
+        self.fail(f"{where} must be a text, image, image_url, video_url or video part")
+
+    def video(self, path: Any, where: str, *, fps: float | None = None, max_frames: int | None = None):
+        """A video file (MP4), sampled as the server samples it (``fps`` a second, at most ``max_frames``), or a
+        folder of frame images (MM-RLHF ships videos as extracted frames): at most ``max_frames`` of them,
+        evenly spaced, taken to be ``fps`` apart."""
+        if not isinstance(path, str) or not path:
+            self.fail(f"{where} must name a video file")
+        resolved = resolve_image_path(path, self.image_root)
+        if os.path.isdir(resolved):
+            names = sorted(n for n in os.listdir(resolved) if not n.startswith("."))
+            if not names:
+                self.fail(f"{where}: video folder {path!r} holds no frames")
+            keep = min(len(names), max_frames or self.max_frames)
+            picked = [names[int(i * len(names) / keep)] for i in range(keep)]
+            frames = [open_image(os.path.join(resolved, n), self.source, self.id or None) for n in picked]
+            if len({im.size for im in frames}) > 1:
+                self.fail(f"{where}: the frames in {path!r} must all have one size")
+            return VideoClip(frames, fps=float(fps or DEFAULT_FPS), key="")
+        try:
+            with open(resolved, "rb") as f:
+                raw = f.read()
+            plan = plan_sampling(probe_video(raw), fps or DEFAULT_FPS, max_frames or self.max_frames)
+            return decode_planned(raw, plan)
+        except FileNotFoundError:
+            self.fail(f"{where}: video file {path!r} does not exist")
+        except InvalidInput as e:
+            self.fail(f"{where}: video file {path!r} cannot be read: {e.message}")
 
     def safety(self, key: str) -> list[str] | None:
         value = self.obj.get(key)

@@ -68,8 +68,8 @@ def response_items(record: PairRecord) -> tuple[ScoreItem, ScoreItem]:
     """Bradley-Terry: the prompt (+ images) with each response as the assistant turn."""
     images = record_images(record)
     base = _prompt_fields(record)
-    return (ScoreItem(response=record.chosen, images=images, **base),
-            ScoreItem(response=record.rejected, images=images, **base))
+    return (ScoreItem(response=record.chosen, images=images, videos=record.videos, **base),
+            ScoreItem(response=record.rejected, images=images, videos=record.videos, **base))
 
 
 def critique_items(config: CritiqueConfig) -> Callable[[PairRecord], tuple[ScoreItem, ScoreItem]]:

@@ -3,7 +3,8 @@
     {id, prompt, chosen, rejected, chosen_reason, rejected_reason, image | video}
 
 The reasons are the human-written critiques the critique trainer teacher-forces. Video records
-(``video`` instead of ``image``) are refused with file:line: the processors here are image-only.
+(``video`` instead of ``image``: an MP4 file or a folder of frames) are read as a video in front of the
+prompt (see ``pairwise.parse_pairwise``).
 Reference copy of the bench (text and image paths only): ``shared/data/mm_reward_bench.jsonl``.
 """
 
