@@ -4,7 +4,7 @@
     rmserve-train bt --tiny qwen2_5_vl --train pairs.jsonl --max-steps 20 --lr 1e-3 --output /tmp/rm
     rmserve-train critique --model llava-ov-7b --train dpo_pairs.jsonl --format mmrlhf --lora --output runs/crit
     rmserve-train bt ... --safety-categories all --safety-weight 1 --attributes helpfulness,correctness
-    rmserve-train demo --output models/demo          # the shipped demo model (critiques too), from scratch, on CPU
+    rmserve-train demo --output models/demo          # the shipped demo model, from scratch, ~6 min on 1 core
     accelerate launch --config_file trainer/configs/fsdp.yaml -m rmserve_trainer.cli bt ...   # GPUs
 
 The other subcommands (eval, pairs, convert, synth) live in their own modules, each with
@@ -24,6 +24,9 @@ EXTERNAL = {
     "pairs": ("rmserve_trainer.pairs", "build DPO pairs / best-of-N with a reward model"),
     "convert": ("rmserve.models.convert", "convert a reward-model checkpoint into rmserve's format"),
     "synth": ("rmserve_trainer.data.synthetic", "write synthetic demo pairs (pairs.jsonl + images/)"),
+    "demo-eval": ("rmserve_trainer.demo_eval", "a checkpoint on the demo's held-out drawings (per-factor accuracy)"),
+    "demo-critique": ("rmserve_trainer.demo_critique",
+                      "EXPERIMENTAL: a critique + reward demo model on varied drawings (does not learn shape yet)"),
 }
 
 

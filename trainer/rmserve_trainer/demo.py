@@ -1,27 +1,26 @@
-"""``rmserve-train demo``: train the shipped demo model (``models/demo/``) from scratch on one CPU thread.
+"""``rmserve-train demo``: train the shipped demo model (``models/demo/``) from scratch on one CPU core.
 
-    rmserve-train demo --output models/demo            # the shipped recipe (see DemoRecipe; ~15 min)
+    rmserve-train demo --output models/demo            # 2600 steps (~9 min on one idle core)
     rmserve-train demo --output /tmp/d --max-steps 20  # a quick look (same recipe, fewer steps)
 
-A Qwen2.5-VL-architecture model (text hidden 128 x 2 layers, vision hidden 64 x depth 2, patch 14,
-images resized to <= 112^2 pixels), a byte-level BPE tokenizer trained on the task's texts, reward
-and safety heads, trained on fresh pairs from ``data.demo_shapes`` (one shape per image, drawn many
-ways). It is a critique model in the MM-RLHF sense AND a direct reward model, trained together:
-each batch of pairs becomes two batches, one forward each, one backward for both,
+The recipe (DESIGN.md section 8, "Demo model from scratch"): a Qwen2.5-VL-architecture model with
+text hidden 128 x 2 layers and vision hidden 64 x depth 2 (patch 14, 112 px images), a byte-level
+BPE tokenizer trained on the task's own texts, reward + safety heads, trained on fresh synthetic
+pairs of the "demo" difficulty (``data.synthetic``: one large coloured shape, or 1-3 of one kind
+for counts; hallucinated colour / shape / count, negations, unsafe requests) on exactly the
+sequences ``POST /v1/score`` scores (user turn: image + prompt, assistant turn: the response,
+reward head at the last token; ``RewardModel.encode``):
 
-    plain:    user: image + prompt                       assistant: response   (what /v1/score reads)
-    critique: user: image + template(prompt, response)   assistant: reference critique
-                                                         (what /v1/critique generates, then scores)
+    BT on the reward (+ centering 0.01)
+    + LM on the chosen response in that same sequence (coefficient 1.0: what makes the vision
+      tower learn shape; BT alone only learns colour)
+    + safety BCE
 
-    loss = BT(plain) + LM(the chosen plain response) + safety BCE(plain)
-         + BT(reward read after the critique) + LM(the critiques of both responses)   (+ centering 0.01 each)
-
-The critique names the pictured shape and colour first ("The image shows a red circle, but the
-response says a red square. Score: low."): every critique is a visual label, which is what teaches
-the from-scratch vision tower shape. Deterministic: one thread, fixed seeds, stop by step count.
-At the end the saved checkpoint is loaded back and evaluated as the server runs it on the held-out
-set of ``demo_heldout`` (a different drawing code path) and on held-out pairs of the training
-generator (safety); the numbers go to ``demo_report.json`` next to the weights.
+The checkpoint is a plain reward model (no ``"critique"`` section): ``/v1/critique`` answers that
+it is not a critique model. Deterministic: one thread, fixed seeds, stop by step count (never by
+time): two runs give bit-identical weights on the same machine. At the end the saved checkpoint is
+loaded back and scored as the server scores (``model.score`` on the plain items) on fresh held-out
+pairs; the numbers go to ``demo_report.json`` next to the weights.
 """
 
 from __future__ import annotations
@@ -30,127 +29,111 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import IterableDataset
 
 from rmserve.models import load_reward_model
-from rmserve.models.critique import CritiqueConfig
 
-from .data import PairBatch, PairCollator, critique_items, response_items
-from .data.demo_shapes import generate_shape_pairs, shape_corpus
-from .demo_eval import evaluate_demo
+from .data import response_items
+from .data.synthetic import demo_corpus, generate_demo_pairs
 from .hazards import CATEGORIES
+from .metrics import auroc
 from .modeling import HeadOptions, build_reward_model, set_trainable
-from .trainers.base import PairTrainer, TrainConfig
+from .trainers import BTTrainer, TrainConfig
 
-# Short on purpose: every token of the template is paid for in every critique sequence, trained and served.
-DEMO_CRITIQUE_TEMPLATE = "[Question]\n{question}\n[Response]\n{response}\n[Evaluation]:"
+DIFFICULTY = "demo"  # data.synthetic's one-large-object scenes
 
 
 @dataclass
 class DemoRecipe:
-    steps: int = 1800  # optimizer steps of 24 pairs (4 sequences each)
-    batch_size: int = 24
-    lr: float = 1.5e-3
-    warmup_ratio: float = 0.03
+    steps: int = 2600  # optimizer steps of 32 pairs (83k fresh pairs); ~0.21 s each on one idle core
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup_ratio: float = 0.02
     seed: int = 0
-    max_pixels: int = 112 * 112  # images larger than this are resized down by the processor
+    image_size: int = 112
     hidden: int = 128
     layers: int = 2
     vision_hidden: int = 64
     vision_depth: int = 2
     head_width: int = 64
-    chunk: int = 512  # pairs generated at a time (fresh data, bounded memory)
-    lm_weight: float = 1.0
+    chunk: int = 1024  # pairs generated at a time (fresh data, bounded memory)
+    lm_weight: float = 1.0  # LM on the chosen response (DESIGN.md section 8: BT alone does not learn shape)
     safety_weight: float = 1.0
     centering: float = 0.01
-    critique_max_new_tokens: int = 48
-    eval_pairs: int = 600  # held-out pairs (demo_heldout) scored as served at the end
-    eval_critiques: int = 300  # of those, pairs whose two responses also get generated critiques
+    eval_pairs: int = 1000  # fresh held-out pairs scored as served at the end
     save_dtype: str = "bfloat16"
-    num_workers: int = 1  # one process draws and encodes the next batches while the training thread runs
+    monitor_every: int = 0  # >0: every so many steps, pairwise accuracy on monitor_pairs pairs (as served)
+    monitor_pairs: int = 200
+    num_workers: int = 1  # one process encodes the next batches while the training thread runs
 
 
-class FreshShapePairs(IterableDataset):
-    """An endless stream of new pairs, chunk k drawn from seed stream ``seed * 10**6 + k``."""
+class FreshPairs(IterableDataset):
+    """An endless stream of new synthetic pairs, chunk k drawn from seed stream ``seed * 10**6 + k``."""
 
-    def __init__(self, seed: int, chunk: int):
-        self.seed, self.chunk = seed, chunk
+    def __init__(self, seed: int, chunk: int, image_size: int):
+        self.seed, self.chunk, self.image_size = seed, chunk, image_size
 
     def __iter__(self):
         k = 0
         while True:
-            yield from generate_shape_pairs(self.chunk, self.seed * 10**6 + k, split="train")
+            yield from generate_demo_pairs(self.chunk, self.seed * 10**6 + k, self.image_size, split="train",
+                                           difficulty=DIFFICULTY)
             k += 1
 
 
-@dataclass
-class DemoCollator:
-    """One batch of pairs -> two PairBatches: the plain sequences and the critique sequences.
-
-    Two batches, not one: each is padded to its own longest row (plain rows are about half as long
-    as critique rows), and in each the rejected rows carry the chosen rows' images, so the vision
-    tower runs on half of them.
-    """
-
-    plain: PairCollator
-    critique: PairCollator
-
-    @property
-    def skipped(self) -> int:
-        return self.plain.skipped + self.critique.skipped
-
-    def __call__(self, records) -> tuple[PairBatch, PairBatch]:
-        return self.plain(records), self.critique(records)
-
-
-class DemoTrainer(PairTrainer):
-    """BT + LM + safety on the plain batch, plus BT + LM on the critique batch, in one backward."""
-
-    name = "demo"
-
-    def __init__(self, *args, critique: CritiqueConfig, **kw):
-        self.critique = critique
-        super().__init__(*args, **kw)
-
-    def make_collator(self) -> DemoCollator:
-        safety = self._collator_kwargs()["safety_labels"]
-        return DemoCollator(PairCollator(self.model, to_items=response_items, lm_targets="chosen",
-                                         safety_labels=safety),
-                            PairCollator(self.model, to_items=critique_items(self.critique), lm_targets="both"))
-
-    def compute_loss(self, batches: tuple[PairBatch, PairBatch]) -> tuple[torch.Tensor, dict[str, float]]:
-        plain, critique = batches
-        loss_plain, metrics = super().compute_loss(plain)
-        loss_critique, m_critique = super().compute_loss(critique)
-        metrics.update({f"{k}_critique": v for k, v in m_critique.items() if k != "loss"})
-        metrics["loss"] = metrics["loss"] + m_critique["loss"]
-        return loss_plain + loss_critique, metrics
-
-    def checkpoint_extra(self) -> dict:
-        return {"critique": self.critique.to_dict()}
-
-
-def demo_critique_config(recipe: DemoRecipe) -> CritiqueConfig:
-    return CritiqueConfig(template=DEMO_CRITIQUE_TEMPLATE, max_new_tokens=recipe.critique_max_new_tokens)
-
-
 def build_demo_model(recipe: DemoRecipe):
-    corpus = shape_corpus() + [DEMO_CRITIQUE_TEMPLATE.format(question="", response="")] * 20
     model = build_reward_model(
         tiny="qwen2_5_vl", seed=recipe.seed, name="rmserve-demo-qwen2.5vl",
         heads=HeadOptions(kind="mlp", width=recipe.head_width, activation="silu", aux_kind="mlp",
                           safety_labels=tuple(CATEGORIES)),
         tiny_kwargs=dict(hidden=recipe.hidden, layers=recipe.layers, vision_hidden=recipe.vision_hidden,
-                         vision_depth=recipe.vision_depth, max_pixels=recipe.max_pixels,
-                         tokenizer_corpus=corpus + ["user\nassistant\n"] * 20),
+                         vision_depth=recipe.vision_depth, max_pixels=recipe.image_size ** 2,
+                         tokenizer_corpus=demo_corpus(DIFFICULTY) + ["user\nassistant\n"] * 20),
     )
     n_params = sum(p.numel() for p in model.parameters())
     model.name = f"rmserve-demo-qwen2.5vl-{round(n_params / 1000)}k"
     set_trainable(model, train_vision=True, train_backbone=True, train_lm_head=True)  # from scratch: everything
     return model
+
+
+def heldout_pairs(n: int, seed: int, image_size: int = 112) -> list:
+    """Fresh pairs of the demo task from the held-out seed stream (never drawn in training)."""
+    return generate_demo_pairs(n, seed, image_size, split="heldout", difficulty=DIFFICULTY)
+
+
+@torch.inference_mode()
+def evaluate_records(model, records: list, batch_size: int = 32) -> dict:
+    """Score pairs as ``POST /v1/score`` does: ``model.score`` on the plain (image + prompt, response) items.
+
+    Returns pairwise accuracy (strict), per-category accuracy, and safety AUROC over the responses
+    of the unsafe-request pairs (refusal = safe, compliance = unsafe), P(unsafe) = max category prob.
+    """
+    items = [item for r in records for item in response_items(r)]
+    scored = model.score(items, batch_size=batch_size)
+    by_category: dict[str, list[bool]] = {}
+    probs, labels = [], []
+    for i, r in enumerate(records):
+        c, j = scored[2 * i], scored[2 * i + 1]
+        by_category.setdefault(r.category, []).append(c.reward > j.reward)
+        if r.category == "safety":
+            for out, codes in ((c, r.chosen_safety), (j, r.rejected_safety)):
+                probs.append(max(out.safety.values()))
+                labels.append(1.0 if codes else 0.0)
+    wins = [w for ws in by_category.values() for w in ws]
+    return {
+        "pairs": len(records), "accuracy": sum(wins) / len(wins),
+        "category_accuracy": {k: sum(v) / len(v) for k, v in sorted(by_category.items())},
+        "category_pairs": {k: len(v) for k, v in sorted(by_category.items())},
+        "safety_auroc": auroc(probs, labels) if probs else None, "safety_responses": len(probs),
+    }
+
+
+def evaluate_checkpoint(path: str, *, n_pairs: int, seed: int, image_size: int = 112) -> dict:
+    """``evaluate_records`` on ``n_pairs`` fresh held-out pairs, from the saved files."""
+    return evaluate_records(load_reward_model(path), heldout_pairs(n_pairs, seed, image_size))
 
 
 def train_demo(output: str, recipe: DemoRecipe, *, progress: bool = True) -> dict:
@@ -168,27 +151,25 @@ def _train_demo(output: str, recipe: DemoRecipe, progress: bool) -> dict:
     config = TrainConfig(
         output_dir=output, lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, batch_size=recipe.batch_size,
         max_steps=recipe.steps, seed=recipe.seed, centering=recipe.centering, lm_weight=recipe.lm_weight,
-        lm_targets="both", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
-        progress=progress, num_workers=recipe.num_workers,
+        lm_targets="chosen", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
+        progress=progress, eval_every=recipe.monitor_every, num_workers=recipe.num_workers,
     )
-    if os.path.exists(os.path.join(output, "metrics.jsonl")):
-        os.remove(os.path.join(output, "metrics.jsonl"))  # this run's log, not appended to the last one's
-    trainer = DemoTrainer(model, config, FreshShapePairs(recipe.seed, recipe.chunk),
-                          critique=demo_critique_config(recipe))
+    # The monitor stream is its own split: never the training or the held-out pairs.
+    monitor = (generate_demo_pairs(recipe.monitor_pairs, recipe.seed, recipe.image_size, split="monitor",
+                                   difficulty=DIFFICULTY) if recipe.monitor_every else None)
+    trainer = BTTrainer(model, config, FreshPairs(recipe.seed, recipe.chunk, recipe.image_size), monitor)
     t0 = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - t0
     trainer.save_checkpoint(output)
     report = {"name": model.name, "params": sum(p.numel() for p in model.parameters()),
               "steps": recipe.steps, "train_seconds": round(train_seconds, 1), "threads": 1,
-              "objective": "BT on the plain (image + prompt, response) sequence and on the reward read after the "
-                           "reference critique + LM on both critiques and the chosen response + safety BCE",
-              "data": "data.demo_shapes (one shape per image, varied drawing)", "recipe": asdict(recipe)}
+              "objective": "BT on the plain (image + prompt, response) sequence + LM on the chosen response "
+                           "+ safety BCE; no critique section", "data": f"data.synthetic difficulty={DIFFICULTY!r}",
+              "recipe": recipe.__dict__}
     if recipe.eval_pairs:
-        t0 = time.perf_counter()
-        report.update(evaluate_demo(load_reward_model(output), n_pairs=recipe.eval_pairs,
-                                    n_critiques=recipe.eval_critiques, seed=recipe.seed))
-        report["eval_seconds"] = round(time.perf_counter() - t0, 1)
+        report["heldout"] = evaluate_checkpoint(output, n_pairs=recipe.eval_pairs, seed=recipe.seed,
+                                                image_size=recipe.image_size)
     with open(os.path.join(output, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=2)
     return report
@@ -197,20 +178,19 @@ def _train_demo(output: str, recipe: DemoRecipe, progress: bool) -> dict:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DemoRecipe()
     parser.add_argument("--output", default="models/demo", help="checkpoint directory (default: models/demo)")
-    parser.add_argument("--max-steps", type=int, default=defaults.steps,
-                        help=f"optimizer steps of {defaults.batch_size} pairs")
+    parser.add_argument("--max-steps", type=int, default=defaults.steps, help="optimizer steps of 32 pairs")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-pairs", type=int, default=defaults.eval_pairs,
-                        help="held-out pairs scored as served at the end (0: skip the evaluation)")
-    parser.add_argument("--eval-critiques", type=int, default=defaults.eval_critiques,
-                        help="of those, pairs also critiqued (greedy generation: the slow part)")
+                        help="fresh held-out pairs scored as served at the end (0: skip)")
+    parser.add_argument("--monitor-every", type=int, default=defaults.monitor_every,
+                        help="every so many steps, accuracy on monitor pairs (0: never)")
     parser.add_argument("--save-dtype", default=defaults.save_dtype, choices=("bfloat16", "float32"))
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = DemoRecipe(steps=args.max_steps, seed=args.seed, eval_pairs=args.eval_pairs,
-                        eval_critiques=args.eval_critiques, save_dtype=args.save_dtype)
+    recipe = DemoRecipe(steps=args.max_steps, seed=args.seed, eval_pairs=args.eval_pairs, save_dtype=args.save_dtype,
+                        monitor_every=args.monitor_every)
     report = train_demo(args.output, recipe, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
     return 0

@@ -13,11 +13,14 @@ accuracy and the safety head's AUROC on the unsafe-request pairs.
 
 from __future__ import annotations
 
+import argparse
+import json
 import re
 
 import torch
 
-from rmserve.models.critique import critique_and_score
+from rmserve.models import load_reward_model
+from rmserve.models.critique import can_generate, critique_and_score, is_critique_model
 
 from .data import response_items
 from .data.demo_shapes import generate_shape_pairs
@@ -106,4 +109,27 @@ def evaluate_demo(model, *, n_pairs: int, n_critiques: int, seed: int = 0, gener
     }
 
 
-__all__ = ["critique_heldout", "evaluate_demo", "grounded", "score_heldout", "score_training_generator"]
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="models/demo", help="checkpoint directory (default: models/demo)")
+    parser.add_argument("--pairs", type=int, default=600, help="held-out pairs scored as /v1/score does")
+    parser.add_argument("--critiques", type=int, default=120,
+                        help="of those, pairs also critiqued as /v1/critique does (critique models only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None, help="write the report here (JSON)")
+
+
+def run(args: argparse.Namespace) -> int:
+    torch.set_num_threads(1)
+    model = load_reward_model(args.model)
+    critiques = args.critiques if is_critique_model(model) and can_generate(model) else 0
+    report = evaluate_demo(model, n_pairs=args.pairs, n_critiques=critiques, seed=args.seed)
+    text = json.dumps(report, indent=2)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    print(text)
+    return 0
+
+
+__all__ = ["add_arguments", "critique_heldout", "evaluate_demo", "grounded", "run", "score_heldout",
+           "score_training_generator"]
