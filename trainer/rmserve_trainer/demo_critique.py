@@ -6,7 +6,8 @@
 Status (measured, one full run: 1800 steps, 46 min wall on a 2-core machine at load 6-11, 0.37 CPU-s
 per step for the training thread + 0.29 for the data process): it learns colour across drawings
 (colour hallucinations caught 90% of the time on ``demo_heldout``) but NOT shape (shape
-hallucinations 49%, chance; its critiques copy the response's shape). It is therefore not what
+hallucinations 49%, chance; its critiques copy the response's shape; the run's report is
+docs/demo-critique-run1.json). It is therefore not what
 ``models/demo`` ships; ``rmserve-train demo`` still builds the shipped model. What to try next:
 more steps (the previous demo's shape skill appeared late, with 83k pairs), fewer tiny canvases
 (a 56 px canvas is 4 patches), a vision-only warm-up on short "The image shows ..." sequences.
