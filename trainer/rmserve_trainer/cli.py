@@ -24,6 +24,9 @@ EXTERNAL = {
     "pairs": ("rmserve_trainer.pairs", "build DPO pairs / best-of-N with a reward model"),
     "convert": ("rmserve.models.convert", "convert a reward-model checkpoint into rmserve's format"),
     "synth": ("rmserve_trainer.data.synthetic", "write synthetic demo pairs (pairs.jsonl + images/)"),
+    "demo-eval": ("rmserve_trainer.demo_eval", "a checkpoint on the demo's held-out drawings (per-factor accuracy)"),
+    "demo-critique": ("rmserve_trainer.demo_critique",
+                      "EXPERIMENTAL: a critique + reward demo model on varied drawings (does not learn shape yet)"),
 }
 
 

@@ -1,0 +1,234 @@
+"""``rmserve-train demo-critique``: EXPERIMENTAL recipe for a critique-capable demo model (issue #14).
+
+    rmserve-train demo-critique --output runs/demo-critique             # 1800 steps, then the held-out eval
+    rmserve-train demo-critique --output /tmp/d --max-steps 20          # a quick look
+
+Status (measured, one full run: 1800 steps, 46 min wall on a 2-core machine at load 6-11, 0.37 CPU-s
+per step for the training thread + 0.29 for the data process): it learns colour across drawings
+(colour hallucinations caught 90% of the time on ``demo_heldout``) but NOT shape (shape
+hallucinations 49%, chance; its critiques copy the response's shape; the run's report is
+docs/demo-critique-run1.json). It is therefore not what
+``models/demo`` ships; ``rmserve-train demo`` still builds the shipped model.
+
+Two 500-step probes of the same architecture (LM only on "What is in the image?" -> "A red circle.",
+32 images a step, then the shape word's log-probability on 240 ``demo_heldout`` pairs; chance is 33%):
+trained on these varied drawings, the LM loss stalls at 0.23/token (= ln 3 over the answer's ~5 tokens:
+colour learned, shape not) and held-out shape accuracy is 38%; trained on the previous demo's drawings
+(one 40-70 px shape at 112 px), the loss falls below that floor (shape learned there) but held-out shape
+accuracy is still 37.5%. So the objective is not the bottleneck: shape learned on one drawing style does
+not transfer, and on varied drawings this vision tower (64 wide, 2 blocks, 14 px patches) does not pick
+shape up within ~16k images. What to try next: many more steps, a wider/deeper vision tower or smaller
+patches, fewer tiny canvases (a 56 px canvas is 4 patches), a vision warm-up stage on short sequences.
+
+A Qwen2.5-VL-architecture model (text hidden 128 x 2 layers, vision hidden 64 x depth 2, patch 14,
+images resized to <= 112^2 pixels), a byte-level BPE tokenizer trained on the task's texts, reward
+and safety heads, trained on fresh pairs from ``data.demo_shapes`` (one shape per image, drawn many
+ways). It is a critique model in the MM-RLHF sense AND a direct reward model, trained together:
+each batch of pairs becomes two batches, one forward each, one backward for both,
+
+    plain:    user: image + prompt                       assistant: response   (what /v1/score reads)
+    critique: user: image + template(prompt, response)   assistant: reference critique
+                                                         (what /v1/critique generates, then scores)
+
+    loss = BT(plain) + LM(the chosen plain response) + safety BCE(plain)
+         + BT(reward read after the critique) + LM(the critiques of both responses)   (+ centering 0.01 each)
+
+The critique names the pictured shape and colour first ("The image shows a red circle, but the
+response says a red square. Score: low."): every critique is a visual label, meant to teach the
+from-scratch vision tower shape (so far it teaches colour only: see Status). Deterministic: one
+thread, fixed seeds, stop by step count.
+At the end the saved checkpoint is loaded back and evaluated as the server runs it on the held-out
+set of ``demo_heldout`` (a different drawing code path) and on held-out pairs of the training
+generator (safety); the numbers go to ``demo_report.json`` next to the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch.utils.data import IterableDataset
+
+from rmserve.models import load_reward_model
+from rmserve.models.critique import CritiqueConfig
+
+from .data import PairBatch, PairCollator, critique_items, response_items
+from .data.demo_shapes import generate_shape_pairs, shape_corpus
+from .demo_eval import evaluate_demo
+from .hazards import CATEGORIES
+from .modeling import HeadOptions, build_reward_model, set_trainable
+from .trainers.base import PairTrainer, TrainConfig
+
+# Short on purpose: every token of the template is paid for in every critique sequence, trained and served.
+DEMO_CRITIQUE_TEMPLATE = "[Question]\n{question}\n[Response]\n{response}\n[Evaluation]:"
+
+
+@dataclass
+class DemoRecipe:
+    steps: int = 1800  # optimizer steps of 24 pairs (4 sequences each)
+    batch_size: int = 24
+    lr: float = 1.5e-3
+    warmup_ratio: float = 0.03
+    seed: int = 0
+    max_pixels: int = 112 * 112  # images larger than this are resized down by the processor
+    hidden: int = 128
+    layers: int = 2
+    vision_hidden: int = 64
+    vision_depth: int = 2
+    head_width: int = 64
+    chunk: int = 512  # pairs generated at a time (fresh data, bounded memory)
+    lm_weight: float = 1.0
+    safety_weight: float = 1.0
+    centering: float = 0.01
+    critique_max_new_tokens: int = 48
+    eval_pairs: int = 600  # held-out pairs (demo_heldout) scored as served at the end
+    eval_critiques: int = 120  # of those, pairs whose two responses also get generated critiques (the slow part)
+    save_dtype: str = "bfloat16"
+    num_workers: int = 1  # one process draws and encodes the next batches while the training thread runs
+
+
+class FreshShapePairs(IterableDataset):
+    """An endless stream of new pairs, chunk k drawn from seed stream ``seed * 10**6 + k``."""
+
+    def __init__(self, seed: int, chunk: int):
+        self.seed, self.chunk = seed, chunk
+
+    def __iter__(self):
+        k = 0
+        while True:
+            yield from generate_shape_pairs(self.chunk, self.seed * 10**6 + k, split="train")
+            k += 1
+
+
+@dataclass
+class DemoCollator:
+    """One batch of pairs -> two PairBatches: the plain sequences and the critique sequences.
+
+    Two batches, not one: each is padded to its own longest row (plain rows are about half as long
+    as critique rows), and in each the rejected rows carry the chosen rows' images, so the vision
+    tower runs on half of them.
+    """
+
+    plain: PairCollator
+    critique: PairCollator
+
+    @property
+    def skipped(self) -> int:
+        return self.plain.skipped + self.critique.skipped
+
+    def __call__(self, records) -> tuple[PairBatch, PairBatch]:
+        return self.plain(records), self.critique(records)
+
+
+class DemoTrainer(PairTrainer):
+    """BT + LM + safety on the plain batch, plus BT + LM on the critique batch, in one backward."""
+
+    name = "demo"
+
+    def __init__(self, *args, critique: CritiqueConfig, **kw):
+        self.critique = critique
+        super().__init__(*args, **kw)
+
+    def make_collator(self) -> DemoCollator:
+        safety = self._collator_kwargs()["safety_labels"]
+        return DemoCollator(PairCollator(self.model, to_items=response_items, lm_targets="chosen",
+                                         safety_labels=safety),
+                            PairCollator(self.model, to_items=critique_items(self.critique), lm_targets="both"))
+
+    def compute_loss(self, batches: tuple[PairBatch, PairBatch]) -> tuple[torch.Tensor, dict[str, float]]:
+        plain, critique = batches
+        loss_plain, metrics = super().compute_loss(plain)
+        loss_critique, m_critique = super().compute_loss(critique)
+        metrics.update({f"{k}_critique": v for k, v in m_critique.items() if k != "loss"})
+        metrics["loss"] = metrics["loss"] + m_critique["loss"]
+        return loss_plain + loss_critique, metrics
+
+    def checkpoint_extra(self) -> dict:
+        return {"critique": self.critique.to_dict()}
+
+
+def demo_critique_config(recipe: DemoRecipe) -> CritiqueConfig:
+    return CritiqueConfig(template=DEMO_CRITIQUE_TEMPLATE, max_new_tokens=recipe.critique_max_new_tokens)
+
+
+def build_demo_model(recipe: DemoRecipe):
+    corpus = shape_corpus() + [DEMO_CRITIQUE_TEMPLATE.format(question="", response="")] * 20
+    model = build_reward_model(
+        tiny="qwen2_5_vl", seed=recipe.seed, name="rmserve-demo-qwen2.5vl",
+        heads=HeadOptions(kind="mlp", width=recipe.head_width, activation="silu", aux_kind="mlp",
+                          safety_labels=tuple(CATEGORIES)),
+        tiny_kwargs=dict(hidden=recipe.hidden, layers=recipe.layers, vision_hidden=recipe.vision_hidden,
+                         vision_depth=recipe.vision_depth, max_pixels=recipe.max_pixels,
+                         tokenizer_corpus=corpus + ["user\nassistant\n"] * 20),
+    )
+    n_params = sum(p.numel() for p in model.parameters())
+    model.name = f"rmserve-demo-qwen2.5vl-{round(n_params / 1000)}k"
+    set_trainable(model, train_vision=True, train_backbone=True, train_lm_head=True)  # from scratch: everything
+    return model
+
+
+def train_demo(output: str, recipe: DemoRecipe, *, progress: bool = True) -> dict:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a different thread count gives different weights
+    try:
+        return _train_demo(output, recipe, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_demo(output: str, recipe: DemoRecipe, progress: bool) -> dict:
+    torch.manual_seed(recipe.seed)
+    model = build_demo_model(recipe)
+    config = TrainConfig(
+        output_dir=output, lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, batch_size=recipe.batch_size,
+        max_steps=recipe.steps, seed=recipe.seed, centering=recipe.centering, lm_weight=recipe.lm_weight,
+        lm_targets="both", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
+        progress=progress, num_workers=recipe.num_workers,
+    )
+    if os.path.exists(os.path.join(output, "metrics.jsonl")):
+        os.remove(os.path.join(output, "metrics.jsonl"))  # this run's log, not appended to the last one's
+    trainer = DemoTrainer(model, config, FreshShapePairs(recipe.seed, recipe.chunk),
+                          critique=demo_critique_config(recipe))
+    t0 = time.perf_counter()
+    trainer.fit()
+    train_seconds = time.perf_counter() - t0
+    trainer.save_checkpoint(output)
+    report = {"name": model.name, "params": sum(p.numel() for p in model.parameters()),
+              "steps": recipe.steps, "train_seconds": round(train_seconds, 1), "threads": 1,
+              "objective": "BT on the plain (image + prompt, response) sequence and on the reward read after the "
+                           "reference critique + LM on both critiques and the chosen response + safety BCE",
+              "data": "data.demo_shapes (one shape per image, varied drawing)", "recipe": asdict(recipe)}
+    if recipe.eval_pairs:
+        t0 = time.perf_counter()
+        report.update(evaluate_demo(load_reward_model(output), n_pairs=recipe.eval_pairs,
+                                    n_critiques=recipe.eval_critiques, seed=recipe.seed))
+        report["eval_seconds"] = round(time.perf_counter() - t0, 1)
+    with open(os.path.join(output, "demo_report.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    defaults = DemoRecipe()
+    parser.add_argument("--output", required=True, help="checkpoint directory")
+    parser.add_argument("--max-steps", type=int, default=defaults.steps,
+                        help=f"optimizer steps of {defaults.batch_size} pairs")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--eval-pairs", type=int, default=defaults.eval_pairs,
+                        help="held-out pairs scored as served at the end (0: skip the evaluation)")
+    parser.add_argument("--eval-critiques", type=int, default=defaults.eval_critiques,
+                        help="of those, pairs also critiqued (greedy generation: the slow part)")
+    parser.add_argument("--save-dtype", default=defaults.save_dtype, choices=("bfloat16", "float32"))
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    recipe = DemoRecipe(steps=args.max_steps, seed=args.seed, eval_pairs=args.eval_pairs,
+                        eval_critiques=args.eval_critiques, save_dtype=args.save_dtype)
+    report = train_demo(args.output, recipe, progress=not args.no_progress)
+    print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
+    return 0
