@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas soak lint clean proto bench bench-quick load demo
+.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas proxies soak bench-replicas lint clean proto bench bench-quick load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
