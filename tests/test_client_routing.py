@@ -5,6 +5,10 @@ on a replica without the image is resent inline."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import subprocess
+import sys
 
 import grpc
 import httpx
@@ -17,6 +21,7 @@ from tests.conftest import png_bytes, random_image
 from tests.fakes import FakeRewardModel
 from tests.grpc_serving import served
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OK = {"items": [{"reward": 0.5}], "model": "m", "usage": {"items": 1, "prompt_tokens": 1, "total_tokens": 2},
       "reward_a": 1.0, "reward_b": 0.0, "prob_a_better": 0.73, "ranking": [{"index": 0, "reward": 1.0}]}
 
@@ -153,3 +158,14 @@ def test_connection_resets_are_retried():
     with RewardClient("http://rm.test", transport=httpx.MockTransport(handler), retry=RetryPolicy(4, 0.01)) as c:
         assert c.score(prompt="p", response="r").reward == 0.5
     assert calls == ["/v1/score"] * 3
+
+
+def test_grpc_ring_hash_keeps_a_group_on_one_backend_without_a_proxy():
+    """rmserve_client._grpc.group_hash_channel over three servers (what a headless Service gives)."""
+    env = {**os.environ, "GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY": "true"}
+    out = subprocess.run([sys.executable, "-m", "tests.grpc_ring_hash"], capture_output=True, text=True,
+                         env=env, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    per_group = json.loads(out.stdout.strip().splitlines()[-1])
+    assert all(sorted(calls) == [0, 0, 4] for calls in per_group.values()), per_group
+    assert len({calls.index(4) for calls in per_group.values()}) >= 2, per_group  # spread over backends

@@ -10,6 +10,7 @@ transports. Errors: the status code picks the exception class; details, and the 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -175,6 +176,22 @@ def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
 def _routed(metadata: tuple[tuple[str, str], ...], route: str | None) -> tuple[tuple[str, str], ...]:
     """The call's metadata with the routing key (x-rmserve-group) a proxy hashes on, when there is one."""
     return (*metadata, (ROUTING_HEADER, route)) if route else metadata
+
+
+# Client-side affinity without a proxy: gRPC's ring_hash policy over every address of the target (a
+# headless Service: dns:///rmserve-headless.NAMESPACE:50051) hashes each call's x-rmserve-group
+# metadata onto one backend. grpcio reads requestHashHeader only with the environment variable
+# GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY=true set before the process starts gRPC.
+GROUP_HASH_SERVICE_CONFIG = {"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": ROUTING_HEADER}}]}
+
+
+def group_hash_channel(target: str, credentials: Any = None) -> Any:
+    """A channel that sends calls with the same x-rmserve-group to the same backend of ``target``
+    (pass it as ``GrpcTransport(url, channel=...)``)."""
+    options = [*_options(), ("grpc.service_config", json.dumps(GROUP_HASH_SERVICE_CONFIG))]
+    if credentials is not None:
+        return grpc.secure_channel(target, credentials, options=options)
+    return grpc.insecure_channel(target, options=options)
 
 
 def _request(op: str, body: Mapping[str, Any]) -> tuple[str, Message]:
