@@ -75,6 +75,21 @@ test-replicas: install proxies
 test-long: install
 	$(PY) -m pytest -q -p no:cacheprovider --long -m long --timeout=3600 -s tests/test_steady_load.py
 
+# make soak          days of uptime, compressed: SOAK_REQUESTS fresh-image GRPO requests on one server with its
+#                    caches full; RSS and throughput curves -> bench/results/soak/ (not in CI; ~35 min for
+#                    100,000 on 2 cores; SOAK_ARGS="--seconds 600" bounds it)
+# make bench-replicas 3 replicas behind nginx: routing key vs round robin vs 3 independent servers
+#                    -> bench/results/replicas/ (~6 min; BENCH_REPLICAS_ARGS="--seconds 60")
+SOAK_REQUESTS ?= 100000
+SOAK_ARGS ?=
+BENCH_REPLICAS_ARGS ?=
+
+soak: install
+	$(PY) -m bench.soak --requests $(SOAK_REQUESTS) $(SOAK_ARGS)
+
+bench-replicas: install proxies
+	$(PY) -m bench.replicas $(BENCH_REPLICAS_ARGS)
+
 # make bench         the full benchmark (bench/run.py; 10-20 min on 2 cores) -> bench/results/
 # make bench-quick   a small model and short measurements (~3 min) -> bench/results/quick/
 #   BENCH_ARGS="--server-arg=--max-wait-ms=10 --threads 2 ..." adds options (python -m bench.run --help)

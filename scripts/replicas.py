@@ -71,6 +71,7 @@ class Cluster:
     grpc_port: int = 0
     serve_args: Sequence[str] = ()
     launcher: Sequence[str] = (sys.executable, "-m", "rmserve")
+    balance: str = "hash"  # "hash": on x-rmserve-group (the configs as shipped); "round_robin": for comparison
     ready_timeout_s: float = 300.0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rmserve-replicas-")))
     members: list[Replica] = field(default_factory=list)
@@ -139,6 +140,9 @@ class Cluster:
                                f"nginx-light haproxy)")
         prefix = self.workdir / self.proxy
         prefix.mkdir(exist_ok=True)
+        # nginx started as root runs its workers as nobody: they must reach the temp dirs under here.
+        self.workdir.chmod(0o755)
+        prefix.chmod(0o755)
         if self.proxy == "nginx":
             servers = "\n".join(f"        server 127.0.0.1:{r.port} max_fails=1 fail_timeout=2s;" for r in self.members)
             grpc = "\n".join(f"        server 127.0.0.1:{r.grpc_port} max_fails=1 fail_timeout=2s;"
@@ -158,6 +162,11 @@ class Cluster:
             check = [binary, "-c", "-f", str(conf)]
         for name, value in fields.items():
             text = text.replace("{{" + name + "}}", value)
+        if self.balance == "round_robin":  # nginx's default balancing; HAProxy's roundrobin
+            text = text.replace("hash $rmserve_group consistent;", "").replace("balance hdr(x-rmserve-group)",
+                                                                                 "balance roundrobin")
+        elif self.balance != "hash":
+            raise ValueError(f"balance must be hash or round_robin, not {self.balance!r}")
         conf.write_text(text)
         checked = subprocess.run(check, capture_output=True, text=True)
         if checked.returncode != 0:
