@@ -47,7 +47,6 @@ def run_setup(setup: str, args, serve: list[str]) -> dict:
         result = asyncio.run(grpo_load(targets, seconds=args.seconds, concurrency=args.concurrency,
                                        image_size=args.image_size, seed=2, routing_key=setup != "round_robin"))
         after = cache_counts(cluster)
-    cluster.cleanup()
     rates = {}
     for name in CACHES:
         hits, misses = (after[name][k] - before[name][k] for k in (0, 1))

@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
                                        concurrency=args.concurrency, image_size=args.image_size,
                                        sample_every_s=args.sample_s, on_sample=lambda t, r: sample(t, r)))
         print(f"done in {time.time() - started:.0f} s", flush=True)
-    cluster.cleanup()
     summary = verdict(samples)
     report(Path(args.out), result, samples, summary, args)
     print(json.dumps(summary, indent=1))

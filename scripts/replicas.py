@@ -92,11 +92,16 @@ class Cluster:
             self.start()
         except BaseException:
             self.stop()
+            print(f"replica and proxy logs kept in {self.workdir}", file=sys.stderr)
             raise
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, *exc_info) -> None:
         self.stop()
+        if exc_type is None:
+            self.cleanup()
+        else:  # keep the logs of a failed run
+            print(f"replica and proxy logs kept in {self.workdir}", file=sys.stderr)
 
     def start(self) -> None:
         if self.proxy not in PROXIES:

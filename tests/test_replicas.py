@@ -49,7 +49,6 @@ def test_a_group_stays_on_one_replica(default_model_dir, proxy):
                     assert sorted(moved) == [0, 0, 4], (kind, g, moved)  # all four on one replica
                     homes.append(moved.index(4))
             assert len(set(homes)) >= 2, (kind, homes)  # and the groups spread over the replicas
-    cluster.cleanup()
 
 
 async def _grpo_load(url: str, seconds: float, kill_at: float, kill, results: list, errors: list) -> None:
@@ -100,7 +99,6 @@ def test_kill_9_a_replica_under_grpo_load_loses_nothing(default_model_dir):
         proxy_log = cluster.proxy_log()
         survivors = [k for k in range(3) if k != killed[0]]
         served_after = [round(c) for c in _score_counts(cluster)]
-    cluster.cleanup()
     after_kill = [r for r in results if r[4] > 5.5]
     print(f"failover: {len(results)} rewards, {len(errors)} errors, replica {killed[0]} killed with "
           f"{killed[1]:.0f} requests in flight, {len(after_kill)} rewards after the kill, per replica {served_after}")
@@ -120,4 +118,3 @@ def test_kill_9_a_replica_under_grpo_load_loses_nothing(default_model_dir):
                 expected = client.score(prompt=f"Worker {w} group {g}: what is shown?", images=[image],
                                         response=f"Answer {i}.").reward
                 assert abs(reward - expected) <= 1e-4, (w, g, i, reward, expected)
-    reference.cleanup()
