@@ -115,7 +115,6 @@ class Server(uvicorn.Server):
         self.config.timeout_graceful_shutdown = max(0.1, self.state.drain_left())
         self.should_exit = True
 
-
     async def _close_connections(self) -> None:
         """Steps 4-5: stop listening without dropping queued connections, answer what reached the server,
         then close the idle connections (uvicorn's shutdown would close those with unread requests)."""
