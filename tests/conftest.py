@@ -39,10 +39,18 @@ def random_image(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
 
 
+# Marked suites that plain pytest skips: marker -> the make target that runs it (pytest --MARKER -m MARKER).
+OPT_IN = {
+    "ops": "make test-ops",  # overload 60 s, 1000 schemathesis cases, gRPC fuzz
+    "replicas": "make test-replicas",  # replicas behind nginx / HAProxy: affinity, failover (needs both installed)
+    "long": "make test-long",  # >= 20,000 requests of steady GRPO image load, zero transport errors
+    "integrations": "make test-integrations",  # RL-framework training runs
+}
+
+
 def pytest_addoption(parser):
-    parser.addoption("--ops", action="store_true", help="run the long operations tests (marker `ops`; make test-ops)")
-    parser.addoption("--integrations", action="store_true",
-                     help="run the RL-framework integration runs (marker `integrations`; make test-integrations)")
+    for marker, target in OPT_IN.items():
+        parser.addoption(f"--{marker}", action="store_true", help=f"run the tests marked `{marker}` ({target})")
     skips.pytest_addoption(parser)  # --require, --fail-all-skipped (tests/skips.py)
 
 
@@ -54,17 +62,13 @@ pytest_sessionfinish = skips.pytest_sessionfinish
 
 
 def pytest_collection_modifyitems(config, items):
-    gated = {
-        "ops": (config.getoption("--ops"), "long operations run: `make test-ops` (pytest --ops -m ops)"),
-        "integrations": (config.getoption("--integrations"),
-                         "RL-framework training run: `make test-integrations` (pytest --integrations)"),
-    }
-    for marker, (enabled, reason) in gated.items():
-        if enabled:
+    for marker, target in OPT_IN.items():
+        if config.getoption(f"--{marker}"):
             continue
+        skip = pytest.mark.skip(reason=f"opt-in run: `{target}` (pytest --{marker} -m {marker})")
         for test in items:
-            if marker in test.keywords:
-                test.add_marker(pytest.mark.skip(reason=reason))
+            if test.get_closest_marker(marker) is not None:
+                test.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -255,7 +255,7 @@ def test_async_retries_and_grpc_style_errors_through_an_injected_transport():
         def __init__(self):
             self.calls = 0
 
-        async def request(self, op, body, *, timeout):
+        async def request(self, op, body, *, timeout, route=None):
             self.calls += 1
             if self.calls == 1:
                 raise Overloaded("busy", status="RESOURCE_EXHAUSTED", retry_after=2.0)

@@ -112,7 +112,34 @@ def matches(selector: dict, labels: dict) -> bool:
 
 
 def test_every_overlay_is_covered():
-    assert {"base", "overlays/cpu-demo", "overlays/gpu"} <= set(OVERLAYS)
+    assert {"base", "overlays/cpu-demo", "overlays/gpu", "overlays/gpu-affinity"} <= set(OVERLAYS)
+
+
+def test_affinity_ingresses_hash_on_the_key_the_client_sends():
+    """ingress-nginx hashes on the header rmserve-client sets, retries idempotent scoring on the next pod,
+    and routes to ports the Service has (REST, and gRPC with the GRPC backend protocol)."""
+    from rmserve_client._base import ROUTING_HEADER
+
+    objects = rendered("overlays/gpu-affinity")
+    service = one(objects, "Service", "rmserve")
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    ingresses = {i["metadata"]["name"]: i for i in by_kind(objects, "Ingress")}
+    assert set(ingresses) == {"rmserve", "rmserve-grpc"}
+    for name, ingress in ingresses.items():
+        notes = ingress["metadata"]["annotations"]
+        assert notes["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$http_" + ROUTING_HEADER.replace("-", "_")
+        assert "non_idempotent" in notes["nginx.ingress.kubernetes.io/proxy-next-upstream"].split()
+        backends = [p["backend"]["service"] for r in ingress["spec"]["rules"] for p in r["http"]["paths"]]
+        assert all(b["name"] == "rmserve" and b["port"]["name"] in ports for b in backends), backends
+        grpc = notes.get("nginx.ingress.kubernetes.io/backend-protocol") == "GRPC"
+        assert grpc == (name == "rmserve-grpc")
+        assert {b["port"]["name"] for b in backends} == {"grpc" if grpc else "http"}
+        assert ingress["metadata"]["namespace"] == one(objects, "Deployment")["metadata"]["namespace"]
+
+
+def test_headless_service_note_does_not_recommend_round_robin_for_groups():
+    text = open(os.path.join(K8S, "base", "service.yaml")).read()
+    assert "group_hash_channel" in text and '"round_robin")' not in text
 
 
 @pytest.mark.skipif(KUBECTL is None, reason="kubectl not installed: the lite renderer is the only one")
@@ -337,7 +364,7 @@ def test_config_map_loads_into_server_config(deployed):
         if var["name"].startswith("RMSERVE_"):
             field = var["name"].removeprefix("RMSERVE_").lower()
             assert field in known or var["name"] in NON_FIELD_ENV, f"{var['name']} is no rmserve setting"
-    if name.endswith("gpu"):
+    if name.startswith("overlays/gpu"):  # gpu and the overlays built on it
         assert (config.device, config.dtype) == ("cuda", "bfloat16")
         for _, path in config.model_specs():
             mount = pod.mount_of(path)
@@ -513,7 +540,7 @@ def test_gpu_resources(deployed):
     assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 1
     assert selector["nvidia.com/gpu.present"] == "true"
     assert {"cpu", "memory"} <= set(resources["limits"]) and {"cpu", "memory"} <= set(resources["requests"])
-    if name.endswith("gpu"):
+    if name.startswith("overlays/gpu"):  # gpu and the overlays built on it
         assert any(t["key"] == "nvidia.com/gpu" for t in pod.spec["tolerations"])
         claims = {v["persistentVolumeClaim"]["claimName"] for v in pod.volumes.values() if "persistentVolumeClaim" in v}
         assert claims and claims <= {p["metadata"]["name"] for p in by_kind(objects, "PersistentVolumeClaim")}
@@ -523,7 +550,7 @@ def test_images_are_this_version(deployed):
     name, objects, pod, config, settings = deployed
     image = pod.container["image"]
     assert image.split(":")[-1].startswith(rmserve.__version__), image
-    if name.endswith("gpu"):
+    if name.startswith("overlays/gpu"):  # gpu and the overlays built on it
         assert image.endswith("-cuda")
 
 

@@ -5,10 +5,13 @@
                        `Connection: close`
                     2. listeners stay open for ``shutdown_delay_s`` (load balancers see the readiness change)
                     3. work admitted before the signal finishes, up to ``drain_timeout_s``
-                    4. uvicorn closes the listeners and idle connections; the app's lifespan stops gRPC
-                       and the engines. Only work still running when the budget is spent is cut off
-                       (its connection or call is closed; a warning names what was left)
-                    5. the process exits 0
+                    4. the listeners close; connections the kernel had already queued are taken in
+                       first, and every request that reached the server is answered (admitted: its
+                       reward; later: 503) before its connection closes (server/connections.py)
+                    5. idle connections close; the app's lifespan stops gRPC and the engines. Only
+                       work still running when the budget is spent is cut off (its connection or
+                       call is closed; a warning names what was left)
+                    6. the process exits 0
     second signal   exit now (uvicorn's force_exit)
 
 Why not uvicorn's own handling: it closes the listening sockets at the first signal (readiness never
@@ -33,6 +36,7 @@ from collections.abc import Generator
 
 import uvicorn
 
+from rmserve.server.connections import Connection, busy, close_idle, close_listeners, fresh
 from rmserve.server.inflight import InFlight
 from rmserve.server.state import AppState
 
@@ -40,6 +44,9 @@ log = logging.getLogger("rmserve.shutdown")
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 POLL_S = 0.02
+# A connection opened before the listeners closed whose request has not arrived yet: how long the
+# drain waits for that request (to answer it) before closing the connection anyway.
+FIRST_REQUEST_GRACE_S = 2.0
 
 
 async def drain(state: AppState, *, delay_s: float, timeout_s: float) -> bool:
@@ -100,14 +107,44 @@ class Server(uvicorn.Server):
             await drain(self.state, delay_s=config.shutdown_delay_s, timeout_s=config.drain_timeout_s)
         except Exception:  # never leave the process up because the drain itself failed
             log.exception("drain failed; shutting down")
+        try:
+            await self._close_connections()
+        except Exception:
+            log.exception("closing connections failed; shutting down")
         # uvicorn's own wait for open connections gets only what is left of the budget.
         self.config.timeout_graceful_shutdown = max(0.1, self.state.drain_left())
         self.should_exit = True
 
+    async def _close_connections(self) -> None:
+        """Steps 4-5: stop listening without dropping queued connections, answer what reached the server,
+        then close the idle connections (uvicorn's shutdown would close those with unread requests)."""
+        def protocol() -> asyncio.Protocol:
+            return self.config.http_protocol_class(
+                config=self.config, server_state=self.server_state, app_state=self.lifespan.state
+            )
+
+        taken = await close_listeners(
+            getattr(self, "servers", ()), protocol, ssl=self.config.ssl, timeout_s=self.state.drain_left()
+        )
+        if taken:
+            log.info("took in %d queued connections before closing the listeners", taken)
+        first_request_by = time.monotonic() + FIRST_REQUEST_GRACE_S
+        while True:
+            connections = self.server_state.connections
+            waiting_for = [c for c in connections if busy(c) or (fresh(c) and time.monotonic() < first_request_by)]
+            if not waiting_for:
+                break
+            if self.state.drain_left() <= 0:
+                log.warning("drain budget spent with requests being answered on %d connections", len(waiting_for))
+                return
+            await asyncio.sleep(POLL_S)
+        close_idle(self.server_state.connections)  # no await since the check: nothing arrived in between
+
 
 def uvicorn_config(app, config) -> uvicorn.Config:
     """uvicorn settings for a ``ServerConfig``: TLS, no access log of its own (ours has request ids),
-    logging left as ``configure_logging`` set it."""
+    logging left as ``configure_logging`` set it, h11 connections that are not closed under a request
+    and an idle timeout longer than clients' and proxies' (server/connections.py)."""
     return uvicorn.Config(
         app,
         host=config.host,
@@ -118,6 +155,8 @@ def uvicorn_config(app, config) -> uvicorn.Config:
         ssl_certfile=config.tls_cert,
         ssl_keyfile=config.tls_key,
         timeout_graceful_shutdown=max(0.1, config.drain_timeout_s),
+        http=Connection,
+        timeout_keep_alive=config.keep_alive_timeout_s,
     )
 
 

@@ -9,6 +9,8 @@ way (a data URL in JSON, bytes in protobuf).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import random
@@ -31,6 +33,10 @@ from rmserve_client.types import (
 )
 
 DEFAULT_TIMEOUT = 60.0
+# The key a proxy in front of several replicas hashes on (nginx `hash $http_x_rmserve_group consistent`,
+# HAProxy `balance hdr(x-rmserve-group)`): a GRPO group's requests share it, so they land on one replica
+# and share its prefix, image, vision-feature and prompt caches. REST header; gRPC metadata of the same name.
+ROUTING_HEADER = "x-rmserve-group"
 RETURNS = ("reward", "attributes", "safety")
 _ITEM_KEYS = frozenset({"prompt", "messages", "response", "images", "group", "truncate", "ground_truth", "id"})
 
@@ -61,6 +67,34 @@ def transport_kind(url: str) -> str:
     raise ValueError(f"unsupported URL {url!r}: use http(s)://host:port (REST) or grpc://host:port (gRPC)")
 
 
+def _key_part(value: Any) -> Any:
+    """JSON for hashing: images by their sha256 (bytes or a reference hash the same), anything else by type."""
+    if isinstance(value, ImageData | ImageRef):
+        return {"sha256": value.sha256}
+    return f"<{type(value).__name__}>"
+
+
+def routing_key(body: Mapping[str, Any]) -> str | None:
+    """``x-rmserve-group`` for a request body: its first item's ``group`` when the caller gave one, else a
+    hash of the first item's prompt side (``prompt`` or ``messages``, and its images' sha256). The
+    responses are left out: the G responses of a group share the key. None when there is no prompt side."""
+    item: Any = body
+    if isinstance(body.get("items"), list | tuple) and body["items"]:
+        item = body["items"][0]
+    elif isinstance(body.get("prompts"), list | tuple) and body["prompts"]:  # OpenRLHF's /get_reward
+        item = {"prompt": body["prompts"][0]}
+    if not isinstance(item, Mapping):
+        return None
+    if item.get("group") is not None:
+        side: Any = {"group": str(item["group"])}
+    else:
+        side = {k: item[k] for k in ("prompt", "messages", "images") if item.get(k) is not None}
+        if not side:
+            return None
+    text = json.dumps(side, sort_keys=True, default=_key_part, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
 class BaseClient:
     def __init__(
         self,
@@ -73,6 +107,7 @@ class BaseClient:
         upload_images: bool = True,
         model: str | None = None,
         headers: Mapping[str, str] | None = None,
+        routing: bool = True,
     ):
         url = url or os.environ.get("RMSERVE_URL") or "http://127.0.0.1:8000"
         self.url = url.rstrip("/")
@@ -90,6 +125,10 @@ class BaseClient:
         self._uploads_supported = True  # until the server says otherwise (404 / UNIMPLEMENTED)
         self._inline_cached = True  # the server keeps inline images by hash (its default); learnt otherwise
         self._rng = random.Random()
+        self.routing = routing  # send x-rmserve-group (routing_key) with every request
+
+    def _route(self, body: Mapping[str, Any] | None) -> str | None:
+        return routing_key(body) if self.routing and body is not None else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"

@@ -10,10 +10,12 @@ transports. Errors: the status code picks the exception class; details, and the 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from rmserve_client._base import ROUTING_HEADER
 from rmserve_client._images import ImageData, ImageRef
 from rmserve_client._parts import pb_message
 from rmserve_client.exceptions import InvalidRequest, RMServeError, Unsupported, error_for_grpc
@@ -174,6 +176,27 @@ def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
+def _routed(metadata: tuple[tuple[str, str], ...], route: str | None) -> tuple[tuple[str, str], ...]:
+    """The call's metadata with the routing key (x-rmserve-group) a proxy hashes on, when there is one."""
+    return (*metadata, (ROUTING_HEADER, route)) if route else metadata
+
+
+# Client-side affinity without a proxy: gRPC's ring_hash policy over every address of the target (a
+# headless Service: dns:///rmserve-headless.NAMESPACE:50051) hashes each call's x-rmserve-group
+# metadata onto one backend. grpcio reads requestHashHeader only with the environment variable
+# GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY=true set before the process starts gRPC.
+GROUP_HASH_SERVICE_CONFIG = {"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": ROUTING_HEADER}}]}
+
+
+def group_hash_channel(target: str, credentials: Any = None) -> Any:
+    """A channel that sends calls with the same x-rmserve-group to the same backend of ``target``
+    (pass it as ``GrpcTransport(url, channel=...)``)."""
+    options = [*_options(), ("grpc.service_config", json.dumps(GROUP_HASH_SERVICE_CONFIG))]
+    if credentials is not None:
+        return grpc.secure_channel(target, credentials, options=options)
+    return grpc.insecure_channel(target, options=options)
+
+
 def _request(op: str, body: Mapping[str, Any]) -> tuple[str, Message]:
     if op not in UNARY and op not in STREAMING:
         raise Unsupported(f"{op} is not offered over gRPC; use an http:// URL", status="UNIMPLEMENTED")
@@ -196,17 +219,21 @@ class GrpcTransport:
         self.stub = pb_grpc.RewardServiceStub(channel)
         self.metadata = _metadata(api_key)
 
-    def request(self, op: str, body: Mapping[str, Any], *, timeout: float | None) -> dict[str, Any]:
+    def request(
+        self, op: str, body: Mapping[str, Any], *, timeout: float | None, route: str | None = None
+    ) -> dict[str, Any]:
         rpc, message = _request(op, body)
         try:
-            return to_json(getattr(self.stub, rpc)(message, timeout=timeout, metadata=self.metadata))
+            return to_json(getattr(self.stub, rpc)(message, timeout=timeout, metadata=_routed(self.metadata, route)))
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
 
-    def stream(self, op: str, body: Mapping[str, Any], *, timeout: float | None) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, op: str, body: Mapping[str, Any], *, timeout: float | None, route: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         rpc, message = _request(op, body)
         try:
-            for chunk in getattr(self.stub, rpc)(message, timeout=timeout, metadata=self.metadata):
+            for chunk in getattr(self.stub, rpc)(message, timeout=timeout, metadata=_routed(self.metadata, route)):
                 yield to_json(chunk)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
@@ -247,17 +274,23 @@ class AsyncGrpcTransport:
             self._loop = loop
         return self._stub
 
-    async def request(self, op: str, body: Mapping[str, Any], *, timeout: float | None) -> dict[str, Any]:
+    async def request(
+        self, op: str, body: Mapping[str, Any], *, timeout: float | None, route: str | None = None
+    ) -> dict[str, Any]:
         rpc, message = _request(op, body)
         try:
-            return to_json(await getattr(self._get(), rpc)(message, timeout=timeout, metadata=self.metadata))
+            call = getattr(self._get(), rpc)(message, timeout=timeout, metadata=_routed(self.metadata, route))
+            return to_json(await call)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
 
-    async def stream(self, op: str, body: Mapping[str, Any], *, timeout: float | None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, op: str, body: Mapping[str, Any], *, timeout: float | None, route: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         rpc, message = _request(op, body)
         try:
-            async for chunk in getattr(self._get(), rpc)(message, timeout=timeout, metadata=self.metadata):
+            call = getattr(self._get(), rpc)(message, timeout=timeout, metadata=_routed(self.metadata, route))
+            async for chunk in call:
                 yield to_json(chunk)
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from rmserve_client import __version__
+from rmserve_client._base import ROUTING_HEADER
 from rmserve_client._images import ImageData, ImageRef
 from rmserve_client.exceptions import (
     DeadlineExceeded,
@@ -69,8 +70,12 @@ def headers_for(
     timeout: float | None,
     extra: Mapping[str, str] | None = None,
     content_type: str = "application/json",
+    *,
+    route: str | None = None,
 ) -> dict[str, str]:
     headers = {"content-type": content_type, "user-agent": USER_AGENT, **(extra or {})}
+    if route:
+        headers[ROUTING_HEADER] = route
     if api_key:
         headers["authorization"] = f"Bearer {api_key}"
     if timeout is not None:
@@ -158,10 +163,12 @@ class HTTPTransport:
         self.headers = dict(headers or {})
         self._client = httpx.Client(base_url=url, transport=transport, verify=verify, timeout=None)
 
-    def request(self, op: str, body: Mapping[str, Any] | None, *, timeout: float | None) -> dict[str, Any]:
+    def request(
+        self, op: str, body: Mapping[str, Any] | None, *, timeout: float | None, route: str | None = None
+    ) -> dict[str, Any]:
         method, path = ROUTES[op]
         content, content_type = encode_request(op, body)
-        headers = headers_for(self.api_key, timeout, self.headers, content_type)
+        headers = headers_for(self.api_key, timeout, self.headers, content_type, route=route)
         try:
             response = self._client.request(method, path, content=content, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
@@ -169,9 +176,11 @@ class HTTPTransport:
         raise_for_status(response)
         return response.json()
 
-    def stream(self, op: str, body: Mapping[str, Any], *, timeout: float | None) -> Iterator[dict[str, Any]]:
+    def stream(
+        self, op: str, body: Mapping[str, Any], *, timeout: float | None, route: str | None = None
+    ) -> Iterator[dict[str, Any]]:
         method, path = ROUTES[op]
-        headers = headers_for(self.api_key, timeout, {**self.headers, "accept": "text/event-stream"})
+        headers = headers_for(self.api_key, timeout, {**self.headers, "accept": "text/event-stream"}, route=route)
         try:
             with self._client.stream(
                 method, path, content=encode_body({**body, "stream": True}), headers=headers, timeout=timeout
@@ -217,10 +226,12 @@ class AsyncHTTPTransport:
             self._loop = loop
         return self._client
 
-    async def request(self, op: str, body: Mapping[str, Any] | None, *, timeout: float | None) -> dict[str, Any]:
+    async def request(
+        self, op: str, body: Mapping[str, Any] | None, *, timeout: float | None, route: str | None = None
+    ) -> dict[str, Any]:
         method, path = ROUTES[op]
         content, content_type = encode_request(op, body)
-        headers = headers_for(self.api_key, timeout, self.headers, content_type)
+        headers = headers_for(self.api_key, timeout, self.headers, content_type, route=route)
         try:
             response = await self._get().request(method, path, content=content, headers=headers, timeout=timeout)
         except httpx.HTTPError as exc:
@@ -228,9 +239,11 @@ class AsyncHTTPTransport:
         raise_for_status(response)
         return response.json()
 
-    async def stream(self, op: str, body: Mapping[str, Any], *, timeout: float | None) -> AsyncIterator[dict[str, Any]]:
+    async def stream(
+        self, op: str, body: Mapping[str, Any], *, timeout: float | None, route: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         method, path = ROUTES[op]
-        headers = headers_for(self.api_key, timeout, {**self.headers, "accept": "text/event-stream"})
+        headers = headers_for(self.api_key, timeout, {**self.headers, "accept": "text/event-stream"}, route=route)
         try:
             async with self._get().stream(
                 method, path, content=encode_body({**body, "stream": True}), headers=headers, timeout=timeout

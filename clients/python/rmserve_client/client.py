@@ -54,6 +54,11 @@ def _remaining(deadline: float | None) -> float | None:
     return left
 
 
+def _routed(route: str | None) -> dict[str, str]:
+    """The transport's ``route`` argument, only when there is one (custom transports may not take it)."""
+    return {"route": route} if route else {}
+
+
 def _collect(chunks: list[CritiqueChunk]) -> CritiqueResult:
     last = chunks[-1] if chunks else None
     if last is None or not last.done or last.reward is None:
@@ -99,11 +104,15 @@ class RewardClient(BaseClient):
 
     # ── the I/O path ───────────────────────────────────────────────────────────────────────
 
-    def _call(self, op: str, body: Mapping[str, Any] | None, deadline: float | None) -> dict[str, Any]:
+    def _call(
+        self, op: str, body: Mapping[str, Any] | None, deadline: float | None, route: str | None = None
+    ) -> dict[str, Any]:
+        """``route``: the routing key (x-rmserve-group); by default the body's own (``routing_key``)."""
+        routed = _routed(route or self._route(body))
         attempt = 0
         while True:
             try:
-                return self._transport.request(op, body, timeout=_remaining(deadline))
+                return self._transport.request(op, body, timeout=_remaining(deadline), **routed)
             except RETRYABLE as exc:
                 delay = self._retry_delay(attempt, exc, deadline)
                 if delay is None:
@@ -112,15 +121,16 @@ class RewardClient(BaseClient):
                 attempt += 1
 
     def _upload_missing(self, items: Sequence[Mapping[str, Any]], deadline: float | None, prefix="items") -> None:
+        route = self._route({"items": list(items)})  # the upload goes where the requests using it will go
         for image, where in self._to_upload(items, prefix):
             if not self._uploads_supported:
                 return
             try:
-                self._upload_once(image, deadline)
+                self._upload_once(image, deadline, route)
             except InvalidRequest as exc:
                 raise self._upload_error(exc, where) from None
 
-    def _upload_once(self, image: ImageData, deadline: float | None) -> None:
+    def _upload_once(self, image: ImageData, deadline: float | None, route: str | None = None) -> None:
         """Upload unless the server holds it; concurrent callers of one image wait for a single upload."""
         with self._lock:
             if image.sha256 in self.images:
@@ -133,7 +143,7 @@ class RewardClient(BaseClient):
             event.wait(_remaining(deadline))
             return
         try:
-            self._uploaded(image, self._call("upload_image", {"data": image}, deadline))
+            self._uploaded(image, self._call("upload_image", {"data": image}, deadline, route))
         except Unsupported:
             self._uploads_supported = False  # an older server: send images inline from now on
         finally:
@@ -322,7 +332,8 @@ class RewardClient(BaseClient):
         deadline = self._deadline(timeout)
         self._upload_missing(items, deadline, prefix="")
         wire = {**body, **(self._wire_items(items)[0] if "images" in body else {})}
-        for data in self._transport.stream("critique", wire, timeout=_remaining(deadline)):
+        stream = self._transport.stream("critique", wire, timeout=_remaining(deadline), **_routed(self._route(wire)))
+        for data in stream:
             yield CritiqueChunk.from_json(data)
 
     def safety(
@@ -402,11 +413,15 @@ class AsyncRewardClient(BaseClient):
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.aclose()
 
-    async def _call(self, op: str, body: Mapping[str, Any] | None, deadline: float | None) -> dict[str, Any]:
+    async def _call(
+        self, op: str, body: Mapping[str, Any] | None, deadline: float | None, route: str | None = None
+    ) -> dict[str, Any]:
+        """``route``: the routing key (x-rmserve-group); by default the body's own (``routing_key``)."""
+        routed = _routed(route or self._route(body))
         attempt = 0
         while True:
             try:
-                return await self._transport.request(op, body, timeout=_remaining(deadline))
+                return await self._transport.request(op, body, timeout=_remaining(deadline), **routed)
             except RETRYABLE as exc:
                 delay = self._retry_delay(attempt, exc, deadline)
                 if delay is None:
@@ -416,7 +431,8 @@ class AsyncRewardClient(BaseClient):
 
     async def _upload_missing(self, items: Sequence[Mapping[str, Any]], deadline: float | None, prefix="items") -> None:
         missing = self._to_upload(items, prefix)
-        outcomes = await asyncio.gather(*(self._upload_once(image, deadline) for image, _ in missing),
+        route = self._route({"items": list(items)})  # the upload goes where the requests using it will go
+        outcomes = await asyncio.gather(*(self._upload_once(image, deadline, route) for image, _ in missing),
                                         return_exceptions=True)
         for (_, where), outcome in zip(missing, outcomes, strict=True):
             if isinstance(outcome, InvalidRequest):
@@ -424,7 +440,7 @@ class AsyncRewardClient(BaseClient):
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _upload_once(self, image: ImageData, deadline: float | None) -> None:
+    async def _upload_once(self, image: ImageData, deadline: float | None, route: str | None = None) -> None:
         key = (id(asyncio.get_running_loop()), image.sha256)
         if image.sha256 in self.images or not self._uploads_supported:
             return
@@ -433,7 +449,7 @@ class AsyncRewardClient(BaseClient):
             return
         future = self._uploading[key] = asyncio.get_running_loop().create_future()
         try:
-            self._uploaded(image, await self._call("upload_image", {"data": image}, deadline))
+            self._uploaded(image, await self._call("upload_image", {"data": image}, deadline, route))
         except Unsupported:
             self._uploads_supported = False
         finally:
@@ -649,7 +665,8 @@ class AsyncRewardClient(BaseClient):
         deadline = self._deadline(timeout)
         await self._upload_missing(items, deadline, prefix="")
         wire = {**body, **(self._wire_items(items)[0] if "images" in body else {})}
-        async for data in self._transport.stream("critique", wire, timeout=_remaining(deadline)):
+        stream = self._transport.stream("critique", wire, timeout=_remaining(deadline), **_routed(self._route(wire)))
+        async for data in stream:
             yield CritiqueChunk.from_json(data)
 
     async def safety(
