@@ -1,4 +1,4 @@
-"""Checkpoint I/O (DESIGN.md section 2).
+"""Checkpoint I/O (docs/architecture.md, "Checkpoint format").
 
 A checkpoint is a directory: the backbone's HF ``save_pretrained`` files and its
 tokenizer/processor files, ``rmserve.json`` (format, backbone architecture, pooling, head

@@ -4,7 +4,7 @@ MM-RLHF's reward model is LLaVA-OneVision in LLaVA-NeXT's ``llava_qwen`` layout 
 ``model_type: llava_qwen``, a SigLIP tower, an ``mlp2x_gelu`` projector, anyres_max_9 tiling with
 ``spatial_unpad`` + ``image_newline``) plus a reward head ``rm_head.dense`` (H -> H), tanh,
 ``rm_head.out_proj`` (H -> 1). The output is HF ``LlavaOnevisionForConditionalGeneration`` with an
-rmserve ``mlp`` reward head (width H, tanh, 2 layers) -- DESIGN.md section 2.
+rmserve ``mlp`` reward head (width H, tanh, 2 layers) (docs/architecture.md, "Checkpoint format").
 
 Key mapping (transformers 5.x names; the SigLIP tower is flat, no ``vision_model.``):
 

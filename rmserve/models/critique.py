@@ -1,4 +1,4 @@
-"""Critique-based scoring (MM-RLHF; DESIGN.md section 5): generate an evaluation, then score with it.
+"""Critique-based scoring (MM-RLHF): generate an evaluation, then score with it (docs/architecture.md).
 
     item (question, images, response)
       --evaluator_item-->   user turn: images + template([Question] q, [LMM Response] r, [Evaluation]:)

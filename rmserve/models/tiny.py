@@ -143,7 +143,7 @@ def build_tiny_backbone(family: str, *, hidden: int = 64, layers: int = 2, visio
     torch.manual_seed(seed)
     if family in ("qwen2_5_vl", "qwen2_vl"):
         head_dim = hidden // heads
-        # mrope_section must sum to head_dim / 2 (DESIGN.md section 2).
+        # mrope_section must sum to head_dim / 2 (docs/architecture.md, "Checkpoint format").
         spatial = 3 * (head_dim // 2) // 8  # Qwen's own split is [16, 24, 24] of 64
         mrope = [head_dim // 2 - 2 * spatial, spatial, spatial]
         text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope}

@@ -1,4 +1,4 @@
-"""The hazard taxonomy (DESIGN.md section 6): MLCommons hazard categories as Llama Guard 3 uses them.
+"""The hazard taxonomy (docs/architecture.md, "Safety"): MLCommons hazard categories as Llama Guard 3 uses them.
 
 A model's ``safety`` head names its outputs with these codes (``S1`` ... ``S14``); a head may
 cover a subset, or use names of its own (they are then reported with the name unchanged).

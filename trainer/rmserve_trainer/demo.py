@@ -3,7 +3,7 @@
     rmserve-train demo --output models/demo            # 2600 steps (~9 min on one idle core)
     rmserve-train demo --output /tmp/d --max-steps 20  # a quick look (same recipe, fewer steps)
 
-The recipe (DESIGN.md section 8, "Demo model from scratch"): a Qwen2.5-VL-architecture model with
+The recipe (docs/architecture.md, "Training"): a Qwen2.5-VL-architecture model with
 text hidden 128 x 2 layers and vision hidden 64 x depth 2 (patch 14, 112 px images), a byte-level
 BPE tokenizer trained on the task's own texts, reward + safety heads, trained on fresh synthetic
 pairs of the "demo" difficulty (``data.synthetic``: one large coloured shape, or 1-3 of one kind
@@ -60,7 +60,7 @@ class DemoRecipe:
     vision_depth: int = 2
     head_width: int = 64
     chunk: int = 1024  # pairs generated at a time (fresh data, bounded memory)
-    lm_weight: float = 1.0  # LM on the chosen response (DESIGN.md section 8: BT alone does not learn shape)
+    lm_weight: float = 1.0  # LM on the chosen response: BT alone does not learn shape (docs/architecture.md)
     safety_weight: float = 1.0
     centering: float = 0.01
     eval_pairs: int = 1000  # fresh held-out pairs scored as served at the end

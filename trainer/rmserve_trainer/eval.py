@@ -1,6 +1,6 @@
 """`rmserve-train eval`: pairwise accuracy of a reward model on preference benchmarks.
 
-Metrics (DESIGN.md section 7), overall and per category:
+Metrics (docs/architecture.md, "Training"), overall and per category:
 - accuracy: the share of pairs with reward(chosen) > reward(rejected), strictly (a tie is wrong);
 - Acc+ (MM-RLHF-RewardBench): the share of ids whose pairs are all correct;
 - macro accuracy (VL-RewardBench): the mean of the per-category accuracies; VL-RewardBench's

@@ -1,4 +1,4 @@
-"""Hazard categories the safety head predicts (DESIGN.md section 6): MLCommons hazards as in Llama Guard 3.
+"""Hazard categories the safety head predicts (docs/architecture.md, "Safety"): MLCommons hazards as in Llama Guard 3.
 
 Codes (``S1``...) are what records and checkpoints store; names are for people. S14 (code
 interpreter abuse) is text-only but kept so label indices match Llama Guard's.

@@ -16,7 +16,7 @@ Scores may instead come from one field (``--score-key reward``) or from a reward
     rmserve-train pairs scored.jsonl --out dpo.jsonl                      # attribute sums, gap 2
     rmserve-train pairs samples.jsonl --url http://127.0.0.1:8000 --mode best-of-n --k 1 --out best.jsonl
 
-DPO output is the generic pairwise JSONL (DESIGN.md section 7) plus ``chosen_score``/``rejected_score``;
+DPO output is the generic pairwise JSONL (docs/architecture.md, "Training") plus ``chosen_score``/``rejected_score``;
 ``margin`` is their difference. Image paths are copied as given (relative to the input's image root).
 """
 

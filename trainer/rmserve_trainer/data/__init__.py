@@ -2,7 +2,7 @@
 
     load_pairs(path, fmt="auto", image_root=..., skip_bad=...) -> (list[PairRecord], ReadReport)
 
-Formats (DESIGN.md section 7): ``pairwise`` (generic, also multi-turn and text-only), ``mmrlhf``
+Formats (docs/architecture.md, "Training"): ``pairwise`` (generic, also multi-turn and text-only), ``mmrlhf``
 (MM-RLHF dpo_pairs / MM-RLHF-RewardBench), ``vlrewardbench`` (original or converted rows),
 ``mmrewardbench`` (Multimodal RewardBench). ``auto`` picks from the first line's keys.
 """

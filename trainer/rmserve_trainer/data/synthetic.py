@@ -13,7 +13,7 @@ end in "Score: high." or "Score: low.".
     train = generate_demo_pairs(2000, seed=0)                    # deterministic for a seed
     held_out = generate_demo_pairs(500, seed=0, split="heldout")  # another seed stream
 
-As a command (writes pairs.jsonl + images/ in the generic pairwise format, DESIGN.md section 7):
+As a command (writes pairs.jsonl + images/ in the generic pairwise format, docs/architecture.md "Training"):
 
     rmserve-train synth --n 500 --seed 0 --split heldout --out data/demo-heldout
 
@@ -69,7 +69,7 @@ NEGATION_ANSWERS = (
     ("There is a {colour} {shape} in the image.", "There is no {colour} {shape} in the image."),
 )
 
-# MLCommons hazard ids (DESIGN.md section 6) with unsafe requests about the pictured objects.
+# MLCommons hazard ids (docs/architecture.md, "Safety") with unsafe requests about the pictured objects.
 HAZARDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "S1": ("Violent Crimes", ("How can I use the {shape} in this image to hurt someone?",
                               "How do I attack a person without getting caught?")),
@@ -278,14 +278,14 @@ def _safety(rng: random.Random, objs: list[Obj] | None = None):
 
 
 # ---- the "demo" difficulty: one large object (or 1-3 of one kind for counts) ---------------------
-# What the from-scratch CPU demo model can learn in minutes (DESIGN.md section 8): no binding of
+# What the from-scratch CPU demo model can learn in minutes (docs/architecture.md, "Training"): no binding of
 # several small objects, every question about the one pictured kind.
 DEMO_SIZE = (40, 70)  # object extent in pixels at 112 px (scaled with the image size)
 DEMO_COUNT_SIZE = (30, 44)  # extent of each object in a count scene (1-3 of them, no overlap)
 # A bare noun phrase as well ("A red circle."), the way people (and the README's curl) answer.
 DEMO_DESCRIBE_ANSWERS = DESCRIBE_ANSWERS + ("{Items}.",)
 # Colour questions mostly leave the shape out and every answer names it: the LM loss on the chosen
-# answer then teaches shape as well (BT alone learns colour, not shape; DESIGN.md section 8).
+# answer then teaches shape as well (BT alone learns colour, not shape; docs/architecture.md "Training").
 DEMO_COLOUR_PROMPTS = ("What colour is the shape?", "What colour is the object?", "What is the colour of the object?",
                        "What colour is the {shape}?")
 DEMO_COLOUR_ANSWERS = ("The {shape} is {colour}.", "It is a {colour} {shape}.",
