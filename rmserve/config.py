@@ -357,9 +357,10 @@ def config_fields() -> list[dataclasses.Field]:
     return list(dataclasses.fields(ServerConfig))
 
 
-def field_type(f: dataclasses.Field) -> type:
-    """The scalar type of a field, unwrapping ``X | None``."""
-    hint = typing.get_type_hints(ServerConfig)[f.name]
+def field_type(f: dataclasses.Field, owner: type | None = None) -> type:
+    """The scalar type of a field of ``owner`` (default ``ServerConfig``), unwrapping ``X | None``. The trainer's
+    flags (trainer/rmserve_trainer/flags.py) come from its ``TrainConfig`` the same way."""
+    hint = typing.get_type_hints(owner or ServerConfig)[f.name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     return hint

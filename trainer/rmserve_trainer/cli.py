@@ -18,6 +18,9 @@ import importlib
 import os
 import sys
 
+from .config import TrainConfig
+from .flags import add_dataclass_flags, dataclass_from_args
+
 # Subcommands owned by other modules: name -> (module, help). Each has add_arguments(parser) and run(args).
 EXTERNAL = {
     "eval": ("rmserve_trainer.eval", "pairwise accuracy of a reward model on a benchmark"),
@@ -37,7 +40,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval", nargs="*", default=[], metavar="JSONL", help="held-out pairs for eval/* metrics")
     g.add_argument("--format", default="auto", help="pairwise | mmrlhf | vlrewardbench | mmrewardbench | auto")
     g.add_argument("--image-root", default=None, help="image paths are relative to this (default: each file's folder)")
-    g.add_argument("--skip-bad", action="store_true", help="skip bad records (counted and reported) instead of failing")
+    # --skip-bad is a TrainConfig flag (training group): it also drops records that fail at batch time.
     g.add_argument("--lazy-images", action="store_true", help="check images when reading, decode them per batch")
     g.add_argument("--limit", type=int, default=None, help="read at most this many pairs per file")
 
@@ -65,32 +68,26 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-vision", action="store_true", help="unfreeze the vision tower (frozen by default)")
 
 
-def _train_arguments(p: argparse.ArgumentParser, *, lm_weight: float, centering: float) -> None:
+# What rmserve-train's subcommands default to where TrainConfig's library defaults differ. Safety/attribute
+# heads exist only when their flags asked for them, so their losses are on; critique trains the LM on its
+# critiques and centers the rewards as MM-RLHF does.
+COMMAND_DEFAULTS = {
+    "bt": {"safety_weight": 1.0, "attribute_weight": 1.0},
+    "critique": {"safety_weight": 1.0, "attribute_weight": 1.0, "lm_weight": 1.0, "centering": 0.01},
+}
+# Set by the subcommand, never by a flag: the LM loss of a critique model reads both critiques.
+COMMAND_FIXED = {"bt": {"lm_targets": "chosen"}, "critique": {"lm_targets": "both"}}
+
+
+def _train_arguments(p: argparse.ArgumentParser, command: str) -> None:
     g = p.add_argument_group("training")
-    g.add_argument("--output", required=True, help="checkpoint directory (rmserve format)")
-    g.add_argument("--lr", type=float, default=1e-5)
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--warmup-ratio", type=float, default=0.03)
-    g.add_argument("--batch-size", type=int, default=8, help="pairs per process per micro-step")
-    g.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    g.add_argument("--epochs", type=float, default=1.0)
-    g.add_argument("--max-steps", type=int, default=None, help="optimizer steps (overrides --epochs)")
-    g.add_argument("--max-grad-norm", type=float, default=1.0)
-    g.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    g.add_argument("--seed", type=int, default=0)
+    add_dataclass_flags(g, TrainConfig, command, COMMAND_DEFAULTS[command])
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (pin it for reproducible runs)")
-    g.add_argument("--reward-weight", type=float, default=1.0, help="BT loss weight (0: train other heads only)")
-    g.add_argument("--centering", type=float, default=centering, help="weight of mean((r_c + r_r)^2)")
-    g.add_argument("--no-margin", action="store_true", help="ignore the records' margins")
-    g.add_argument("--lm-weight", type=float, default=lm_weight, help="LM loss weight")
-    g.add_argument("--safety-weight", type=float, default=1.0, help="safety BCE weight (with a safety head)")
-    g.add_argument("--attribute-weight", type=float, default=1.0, help="attribute MSE weight (with --attributes)")
-    g.add_argument("--log-every", type=int, default=10)
-    g.add_argument("--eval-every", type=int, default=0, help="0: evaluate at the end only")
-    g.add_argument("--save-every", type=int, default=0, help="0: save at the end only")
-    g.add_argument("--save-dtype", default="float32", choices=("float32", "bfloat16"))
-    g.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
-    g.add_argument("--no-progress", action="store_true")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig a parsed ``bt`` / ``critique`` command line describes."""
+    return dataclass_from_args(TrainConfig, args, args.command, **COMMAND_FIXED[args.command])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,19 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     bt = sub.add_parser("bt", help="Bradley-Terry reward model (BaseReward)")
     _data_arguments(bt)
     _model_arguments(bt)
-    _train_arguments(bt, lm_weight=0.0, centering=0.0)
+    _train_arguments(bt, "bt")
 
     crit = sub.add_parser("critique", help="critique-then-score reward model (MM-RLHF)")
     _data_arguments(crit)
     _model_arguments(crit)
-    _train_arguments(crit, lm_weight=1.0, centering=0.01)
+    _train_arguments(crit, "critique")
     crit.add_argument("--template", default=None, help="evaluator prompt file with {question} and {response}")
     crit.add_argument("--max-new-tokens", type=int, default=256, help="critique length at serving time")
     crit.add_argument("--eval-generate", type=int, default=0, help="eval pairs scored with generated critiques")
-    crit.add_argument("--prompt-bt-weight", type=float, default=0.0,
-                      help="BT also on the reward read at the end of the evaluator turn (before the critique)")
-    crit.add_argument("--lm-chosen-response", action="store_true",
-                      help="LM loss also on the chosen response inside the evaluator turn (grounds a weak vision)")
 
     demo = sub.add_parser("demo", help="train the shipped demo model from scratch on CPU (deterministic)")
     from .demo import add_arguments as demo_arguments
@@ -151,7 +144,7 @@ def build_trainer(args):
 
     from .hazards import parse_categories
     from .modeling import HeadOptions, apply_lora, build_reward_model, set_trainable
-    from .trainers import BTTrainer, CritiqueTrainer, TrainConfig
+    from .trainers import BTTrainer, CritiqueTrainer
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -172,18 +165,7 @@ def build_trainer(args):
     else:
         set_trainable(model, train_vision=args.train_vision, train_backbone=not args.freeze_backbone,
                       train_lm_head=train_lm_head and not args.freeze_backbone)
-    config = TrainConfig(
-        output_dir=args.output, lr=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        batch_size=args.batch_size, grad_accum=args.grad_accum, epochs=args.epochs, max_steps=args.max_steps,
-        max_grad_norm=args.max_grad_norm, precision=args.precision, seed=args.seed, reward_weight=args.reward_weight,
-        centering=args.centering, use_margin=not args.no_margin, lm_weight=args.lm_weight,
-        lm_targets="both" if critique else "chosen", safety_weight=args.safety_weight,
-        attribute_weight=args.attribute_weight, log_every=args.log_every, eval_every=args.eval_every,
-        save_every=args.save_every, save_dtype=args.save_dtype, progress=not args.no_progress,
-        skip_bad=args.skip_bad, num_workers=args.num_workers,
-        lm_chosen_in_prompt=critique and args.lm_chosen_response,
-        prompt_bt_weight=args.prompt_bt_weight if critique else 0.0,
-    )
+    config = train_config(args)
     train, evaluation = _read(args.train, args), _read(args.eval, args) if args.eval else None
     if not train:
         raise SystemExit("no training pairs left after reading the data")

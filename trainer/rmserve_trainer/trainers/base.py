@@ -18,7 +18,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from torch.utils.data import DataLoader, IterableDataset
@@ -27,49 +27,11 @@ from tqdm.auto import tqdm
 from rmserve.models import RewardModel, save_reward_model
 
 from .. import losses
+from ..config import TrainConfig
 from ..data import PairBatch, PairCollator
 from ..metrics import auroc
 from ..modeling import TrainModule, merge_lora
 from ..records import PairRecord
-
-
-@dataclass
-class TrainConfig:
-    output_dir: str
-    lr: float = 1e-5  # full fine-tuning of a 2-8B backbone; tiny models from scratch want ~1e-3
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.03  # share of the optimizer steps spent in linear warmup, then cosine to 0
-    batch_size: int = 8  # pairs per process per micro-step (2x sequences)
-    grad_accum: int = 1
-    epochs: float = 1.0
-    max_steps: int | None = None  # optimizer steps; when set it wins over epochs
-    max_grad_norm: float = 1.0  # 0 = no clipping
-    precision: str = "fp32"  # fp32 | bf16 (autocast mixed precision; master weights stay fp32)
-    seed: int = 0
-    reward_weight: float = 1.0  # 0 trains only the other heads
-    centering: float = 0.0  # MM-RLHF uses 0.01
-    use_margin: bool = True  # subtract the records' margins inside the BT sigmoid
-    lm_weight: float = 0.0
-    lm_targets: str = "chosen"  # which responses the LM loss reads: chosen | both
-    lm_chosen_in_prompt: bool = False  # critique: LM targets also on the chosen response inside the evaluator turn
-    prompt_bt_weight: float = 0.0  # critique: BT also on the reward read at the end of the evaluator turn
-    safety_weight: float = 0.0
-    attribute_weight: float = 0.0
-    log_every: int = 10
-    eval_every: int = 0  # 0 = only at the end
-    save_every: int = 0  # 0 = only at the end
-    save_dtype: str = "float32"  # dtype of the saved backbone (heads are always fp32)
-    progress: bool = True
-    skip_bad: bool = False  # at batch time too: records that fail to encode are dropped and counted
-    num_workers: int = 0  # DataLoader workers (encoding off the training thread; batch-time skips then go uncounted)
-
-    def __post_init__(self):
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be fp32 or bf16, got {self.precision!r}")
-        if self.save_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"save dtype must be float32 or bfloat16, got {self.save_dtype!r}")
-        if self.grad_accum < 1 or self.batch_size < 1:
-            raise ValueError("batch size and gradient accumulation steps must be >= 1")
 
 
 def make_accelerator(config: TrainConfig):
