@@ -1,6 +1,6 @@
 """What both clients share, with no I/O: configuration, request bodies, response parsing, the retry
-policy and the image bookkeeping. ``RewardClient`` / ``AsyncRewardClient`` (client.py) add only the
-I/O path, with mirrored method names.
+policy and the image bookkeeping. ``RewardClient`` (sync_client.py) and ``AsyncRewardClient``
+(async_client.py) add only the I/O path, with mirrored method names.
 
 A request body is the REST JSON body of the operation, except that images are ``ImageData`` (bytes
 to send inline) or ``ImageRef`` (a sha256 the server holds); each transport encodes those its own
@@ -148,6 +148,13 @@ class BaseClient:
             return None
         return delay
 
+    def _backoff(self, attempt: int, error: RMServeError, deadline: float | None) -> float:
+        """Seconds to sleep before retrying after ``error``; re-raises it when the policy or deadline says stop."""
+        delay = self._retry_delay(attempt, error, deadline)
+        if delay is None:
+            raise error
+        return delay
+
     # ── items and images ───────────────────────────────────────────────────────────────────
 
     def _collect_items(self, items: Any, fields: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
@@ -186,6 +193,13 @@ class BaseClient:
                 loaded.append(cache[key])
             out["images"] = loaded
         return out
+
+    def _score_request(
+        self, items: Any, fields: dict[str, Any], timeout: Any
+    ) -> tuple[list[dict[str, Any]], bool, float | None]:
+        """score / safety: the loaded items, whether the caller gave a single one, and the call's deadline."""
+        raw, single = self._collect_items(items, fields)
+        return self._score_items(raw), single, self._deadline(timeout)
 
     def _score_items(self, items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         cache: dict[int, ImageData | ImageRef] = {}
@@ -254,6 +268,13 @@ class BaseClient:
     def _is_image_not_found(error: RMServeError) -> bool:
         return error.code == "image_not_found"
 
+    def _lost_images(self, error: InvalidRequest, items: Sequence[Mapping[str, Any]]) -> None:
+        """A request was refused: when for an image the server lost, forget its images (the caller then
+        resends them inline once); any other refusal is re-raised."""
+        if not self._is_image_not_found(error):
+            raise error
+        self._image_not_found(items)
+
     # ── bodies ─────────────────────────────────────────────────────────────────────────────
 
     def _score_body(
@@ -288,6 +309,10 @@ class BaseClient:
         if model or self.model:
             body["model"] = model or self.model
         return body, [body]
+
+    def _single_wire(self, body: dict[str, Any], items: list[dict[str, Any]], *, inline: bool = False) -> dict:
+        """A compare / rank / critique body with its images as references or inline (as ``_wire_items``)."""
+        return {**body, **(self._wire_items(items, inline=inline)[0] if "images" in body else {})}
 
     # ── parsing ────────────────────────────────────────────────────────────────────────────
 
