@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -26,23 +25,11 @@ from collections.abc import Sequence
 from rmserve import __version__
 from rmserve.config import ServerConfig, config_fields, field_type, load_config
 
-log = logging.getLogger("rmserve")
-
 
 def configure_logging(level: str, fmt: str = "text") -> None:
     from rmserve.server.logs import configure_logging as configure
 
     configure(level, fmt)
-
-
-def load_model(path: str | None, *, device: str, dtype: str):
-    """The reward model at ``path`` (None: the bundled default). Tests replace this function."""
-    from rmserve.models import default_model_path, load_reward_model
-
-    if path is None:
-        path = default_model_path()
-        log.info("no --model given: using the default model at %s", path)
-    return load_reward_model(path, device=device, dtype=dtype)
 
 
 # ── serve ──────────────────────────────────────────────────────────────────────────────────────
@@ -68,7 +55,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from rmserve.server import create_app
+    from rmserve.server import create_app, loading
     from rmserve.server.shutdown import serve
 
     overrides = {f.name: getattr(args, f.name) for f in config_fields()}
@@ -80,14 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return 2
     configure_logging(config.log_level, config.log_format)
 
-    def factory(cfg: ServerConfig):
-        if cfg.backend == "vllm":
-            from rmserve.server.loading import load_model_from_config
-
-            return load_model_from_config(cfg)
-        return load_model(cfg.model, device=cfg.device, dtype=cfg.dtype)
-
-    app = create_app(config, model_factory=factory, freeze_gc=True)
+    # Looked up here, not bound at import: tests (tests/ops_server.py) wrap the server's one loader.
+    app = create_app(config, model_factory=loading.load_model_from_config, freeze_gc=True)
     return serve(app, config)  # SIGTERM: readiness off, drain, exit 0 (server/shutdown.py)
 
 
@@ -95,12 +76,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from rmserve.server.loading import warn_if_untrained
+    from rmserve.server import loading
 
     configure_logging(args.log_level)
     returns = [r.strip() for r in args.return_.split(",") if r.strip()]
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
-    warn_if_untrained(model.info)
+    model = loading.load_model_from_config(ServerConfig(model=args.model, device=args.device, dtype=args.dtype))
+    loading.warn_if_untrained(model.info)
     ok, failed = asyncio.run(
         score_file(
             model,

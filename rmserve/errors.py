@@ -126,6 +126,8 @@ class Unauthenticated(RMServeError):
     http_status = 401
     grpc_code = "UNAUTHENTICATED"
     error_type = "authentication_error"
+    # The HTTP auth scheme a 401 names (WWW-Authenticate, RFC 9110 section 11.6.1): clients send Bearer keys.
+    challenge = "Bearer"
 
 
 class Overloaded(RMServeError):

@@ -12,16 +12,17 @@ import sys
 import time
 
 from rmserve import cli
+from rmserve.server import loading
 
 
 def main(argv: list[str]) -> int:
     sleep_s = 0.0
     if argv[:1] == ["--forward-sleep-ms"]:
         sleep_s, argv = float(argv[1]) / 1000, argv[2:]
-    load = cli.load_model
+    load = loading.load_model_from_config
 
-    def load_slowed(path, **kwargs):
-        model = load(path, **kwargs)
+    def load_slowed(config):
+        model = load(config)
         if sleep_s:
             score_batch = model.score_batch
 
@@ -32,7 +33,7 @@ def main(argv: list[str]) -> int:
             model.score_batch = slowed
         return model
 
-    cli.load_model = load_slowed
+    loading.load_model_from_config = load_slowed
     return cli.main(argv)
 
 

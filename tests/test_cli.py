@@ -11,6 +11,7 @@ from PIL import Image
 
 from rmserve import cli
 from rmserve.models.types import ScoreItem
+from rmserve.server import loading
 from tests.conftest import data_url, item, png_bytes
 from tests.fakes import FakeRewardModel
 
@@ -20,11 +21,11 @@ def fake(monkeypatch):
     model = FakeRewardModel(heads=("reward", "attributes"), max_length=128)
     calls = []
 
-    def load(path, *, device, dtype):
-        calls.append((path, device, dtype))
+    def load(config):
+        calls.append((config.model, config.device, config.dtype))
         return model
 
-    monkeypatch.setattr(cli, "load_model", load)
+    monkeypatch.setattr(loading, "load_model_from_config", load)
     model.calls = calls
     return model
 

@@ -15,6 +15,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from rmserve import errors
 from rmserve.config import ServerConfig, load_config
 from rmserve.server import middleware
 from rmserve.server.middleware import OPEN_PATHS, api_key_matches
@@ -180,3 +181,21 @@ def test_every_grpc_method_but_health_needs_a_key(keys_file):
                                     response_deserializer=health_pb2.HealthCheckResponse.FromString)
         assert check(b"", timeout=5).status == health_pb2.HealthCheckResponse.SERVING
         assert httpx.get(s.rest_url + "/metrics").status_code == 200
+
+
+def test_refusals_on_both_transports_come_from_the_one_error_table(keys_file, monkeypatch):
+    """Both API-key checks raise rmserve.errors.Unauthenticated and the error table answers it: a change to
+    that class shows in the REST 401 (body, WWW-Authenticate) and in the gRPC status alike."""
+    monkeypatch.setattr(errors.Unauthenticated, "error_type", "authentication_probe")
+    monkeypatch.setattr(errors.Unauthenticated, "challenge", 'Bearer realm="rmserve"')
+    with served(api_key_file=keys_file) as s, s.channel() as channel:
+        r = httpx.post(s.rest_url + "/v1/score", json={}, headers={"authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.headers["www-authenticate"] == 'Bearer realm="rmserve"'
+        assert r.json()["error"] == {"message": "invalid API key; send `Authorization: Bearer <key>`",
+                                     "type": "authentication_probe", "param": None, "code": "invalid_api_key"}
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary("/rmserve.v1.RewardService/Score")(b"", timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert info.value.details() == "missing API key; send metadata `authorization: Bearer <key>`"
+        meta = dict(info.value.trailing_metadata())
+        assert (meta["rmserve-error-type"], meta["rmserve-error-code"]) == ("authentication_probe", "invalid_api_key")

@@ -113,9 +113,10 @@ def test_rmserve_score_reads_the_same_shapes_with_local_files(data_dir, monkeypa
     """`rmserve score` JSONL: parts naming image and MP4 files beside the input, a final assistant turn as the
     response; rewards equal the library's on the same conversation."""
     from rmserve import cli
+    from rmserve.server import loading
 
     model = build_tiny_reward_model("qwen2_5_vl", seed=3)
-    monkeypatch.setattr(cli, "load_model", lambda path, *, device, dtype: model)
+    monkeypatch.setattr(loading, "load_model_from_config", lambda config: model)
     line = {"messages": [
         {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "img0.png"}},
                                      {"type": "text", "text": "and"},

@@ -160,8 +160,5 @@ class ModelSet:
         who = ", ".join(repr(m.name) for m in selection.members)
         raise InvalidInput(f"model {who} {lacks}", param=param, code=code)
 
-    def selections(self) -> list[Selection]:
-        return list(self._singles.values()) + ([self.ensemble] if self.ensemble else [])
-
 
 __all__ = ["EnsembleSpec", "Member", "ModelSet", "Selection"]

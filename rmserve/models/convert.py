@@ -76,8 +76,6 @@ KNOWN_TOWER_HEADS = {"so400m": 16, "siglip-large": 16, "siglip-base": 12}
 SIGLIP_MEAN_STD = [0.5, 0.5, 0.5]
 DEFAULT_SYSTEM = "You are a helpful assistant."  # LLaVA's qwen_1_5 conversation template
 
-VISION = "model.vision_tower."
-
 
 class ConversionError(ValueError):
     """The source is not a checkpoint this converter understands; the message says what differs."""

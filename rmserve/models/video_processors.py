@@ -77,12 +77,6 @@ class QwenVLFrameProcessor:
         return smart_resize(height, width, factor=self.patch_size * self.merge_size, min_pixels=self.min_pixels,
                             max_pixels=self.max_pixels)
 
-    def num_patches(self, num_frames: int, height: int, width: int) -> int:
-        """Vision-encoder patches of a video (before merging), without processing it (admission checks)."""
-        h, w = self.target_size(height, width)
-        grid_t = -(-num_frames // self.temporal_patch_size)
-        return grid_t * (h // self.patch_size) * (w // self.patch_size)
-
     def __call__(self, videos, video_metadata=None, **kwargs) -> BatchFeature:
         """``video_metadata``: one ``SampledVideoMetadata`` per video (its ``sampled_fps`` sets Qwen2.5-VL's
         temporal positions); without it 2 fps is assumed, the qwen-vl-utils default."""

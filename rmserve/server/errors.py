@@ -39,11 +39,14 @@ def error_response(
 
 
 def rmserve_error_response(exc: RMServeError) -> JSONResponse:
-    headers = None
+    headers = {}
     retry_after = getattr(exc, "retry_after_s", None)  # Overloaded (429), NotReady (503)
     if retry_after is not None:
-        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
-    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers)
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    challenge = getattr(exc, "challenge", None)  # Unauthenticated (401)
+    if challenge is not None:
+        headers["WWW-Authenticate"] = challenge
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status, headers=headers or None)
 
 
 async def _on_rmserve_error(request: Request, exc: RMServeError) -> JSONResponse:

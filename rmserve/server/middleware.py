@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rmserve.server.errors import error_response
+from rmserve.errors import Unauthenticated
+from rmserve.server.errors import error_response, rmserve_error_response
 from rmserve.server.logs import request_id, request_id_var
 
 if TYPE_CHECKING:
@@ -151,6 +152,15 @@ def api_key_matches(header: str | None, api_keys: Sequence[str]) -> bool:
     return matched
 
 
+def require_api_key(given: str | None, api_keys: Sequence[str], how: str) -> None:
+    """Raise ``Unauthenticated`` unless ``given`` (the request's credential, None: none sent) is one of
+    ``api_keys``; ``how`` tells the caller how to send one. REST (``ApiKeyMiddleware``) and gRPC (``CallGate``)
+    both call this, and the one error table (rmserve/errors.py) turns it into 401 / UNAUTHENTICATED."""
+    if not api_key_matches(given, api_keys):
+        message = "missing API key" if given is None else "invalid API key"
+        raise Unauthenticated(f"{message}; send {how}", code="invalid_api_key")
+
+
 class ApiKeyMiddleware:
     """401 in the standard error shape unless the request carries one of the configured API keys
     (``Authorization: Bearer <key>`` or ``x-api-key: <key>``); OPEN_PATHS need none."""
@@ -165,15 +175,10 @@ class ApiKeyMiddleware:
             return
         headers = {key: value for key, value in scope.get("headers", ()) if key in (b"authorization", b"x-api-key")}
         given = headers.get(b"authorization") or headers.get(b"x-api-key")
-        if not api_key_matches(given.decode("latin-1") if given else None, self.api_keys):
-            message = "missing API key" if given is None else "invalid API key"
-            response = error_response(
-                401,
-                f"{message}; send `Authorization: Bearer <key>`",
-                "authentication_error",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-            await response(scope, receive, send)
+        try:
+            require_api_key(given.decode("latin-1") if given else None, self.api_keys,
+                            "`Authorization: Bearer <key>`")
+        except Unauthenticated as exc:  # before routing: FastAPI's exception handlers do not see it
+            await rmserve_error_response(exc)(scope, receive, send)
             return
         await self.app(scope, receive, send)

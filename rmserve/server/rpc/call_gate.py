@@ -22,9 +22,10 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health
 from rmserve_client.proto import reward_pb2 as pb
 
-from rmserve.errors import InvalidInput
+from rmserve.errors import InvalidInput, Unauthenticated
 from rmserve.server.logs import request_id, request_id_var
-from rmserve.server.middleware import api_key_matches
+from rmserve.server.middleware import require_api_key
+from rmserve.server.rpc.status import status_code, status_details, trailing_metadata
 from rmserve.server.state import AppState
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RewardService"]
@@ -103,12 +104,14 @@ class CallGate(grpc.aio.ServerInterceptor):
         refusal = None
         if self.api_keys and service not in OPEN_SERVICES:
             given = metadata.get("authorization")
-            if not api_key_matches(given if isinstance(given, str) else None, self.api_keys):
-                refusal = "missing API key" if given is None else "invalid API key"
-                refusal += "; send metadata `authorization: Bearer <key>`"
+            try:
+                require_api_key(given if isinstance(given, str) else None, self.api_keys,
+                                "metadata `authorization: Bearer <key>`")
+            except Unauthenticated as exc:  # answered once the call starts (enter): interceptors cannot abort
+                refusal = exc
         return self._wrap(handler, details.method, rid, refusal)
 
-    def _wrap(self, handler: Any, method: str, rid: str, refusal: str | None) -> Any:
+    def _wrap(self, handler: Any, method: str, rid: str, refusal: Unauthenticated | None) -> Any:
         kind = ("stream_" if handler.request_streaming else "unary_") + (
             "stream" if handler.response_streaming else "unary"
         )
@@ -120,12 +123,8 @@ class CallGate(grpc.aio.ServerInterceptor):
             await context.send_initial_metadata((("x-request-id", rid),))
             if refusal is not None:
                 with contextlib.suppress(Exception):
-                    metrics.observe_request(method, "GRPC", 401, 0.0)
-                await context.abort(
-                    grpc.StatusCode.UNAUTHENTICATED,
-                    refusal,
-                    (("rmserve-error-type", "authentication_error"), ("rmserve-error-code", "invalid_api_key")),
-                )
+                    metrics.observe_request(method, "GRPC", refusal.http_status, 0.0)
+                await context.abort(status_code(refusal), status_details(refusal), trailing_metadata(refusal))
             return inflight.begin("grpc")
 
         if inspect.isasyncgenfunction(behavior):
