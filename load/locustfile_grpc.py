@@ -78,13 +78,16 @@ class GrpcUser(User):
     def on_stop(self) -> None:
         self.channel.close()
 
-    def call(self, method: str, request, name: str, prompt: wl.Prompt | None = None, *, report: bool = True):
-        """Run one unary RPC; returns the response or None (the failure is reported to locust)."""
+    def call(self, method: str, request, name: str, prompt: wl.Prompt | None = None, *, report: bool = True,
+             group: str | None = None):
+        """Run one unary RPC; returns the response or None (the failure is reported to locust). ``group``: the
+        GRPO group id, sent as x-rmserve-group metadata (what rmserve-client sends; it routes, nothing else)."""
         start = time.perf_counter()
         response, exception, size = None, None, 0
+        metadata = self.metadata + ((("x-rmserve-group", group),) if group else ())
         try:
             response, call = getattr(self.stub, method).with_call(
-                request, timeout=self.settings.request_timeout, metadata=self.metadata
+                request, timeout=self.settings.request_timeout, metadata=metadata
             )
             size = response.ByteSize()
             trailing = dict(call.trailing_metadata() or ())
@@ -112,9 +115,7 @@ class GrpcUser(User):
 
     def score_one(self, prompt: wl.Prompt, response: str, name: str, group: str | None = None) -> None:
         item = pb.ScoreItem(prompt=prompt.question, images=[self.image(prompt)], response=response)
-        if group:
-            item.group = group
-        self.call("Score", pb.ScoreRequest(items=[item]), name, prompt)
+        self.call("Score", pb.ScoreRequest(items=[item]), name, prompt, group=group)
 
 
 class GrpoUser(GrpcUser):

@@ -5,7 +5,7 @@
     make load                                             # a local server, REST + gRPC, and a report
 
 Users: ``GrpoUser`` (weight 3: G concurrent one-sample /v1/score requests per prompt + image,
-sharing a ``group`` id) and ``MixedUser`` (weight 1: score, compare, and safety when the default
+sharing an ``x-rmserve-group`` header) and ``MixedUser`` (weight 1: score, compare, and safety when the default
 model has a safety head, by GET /v1/models). Request names: ``/v1/score [grpo]``, ``/v1/images``,
 ``/v1/score``, ``/v1/compare``, ``/v1/safety``. A 4xx/5xx (429 overloaded included) is a failure.
 """
@@ -75,8 +75,10 @@ class _RewardUser(FastHttpUser):
             else:
                 STATE["uploaded"].add(prompt.sha256)
 
-    def post(self, path: str, body: dict, name: str, prompt: wl.Prompt | None = None) -> dict | None:
-        with self.client.post(path, json=body, headers=self.headers, name=name, catch_response=True) as response:
+    def post(self, path: str, body: dict, name: str, prompt: wl.Prompt | None = None,
+             headers: dict[str, str] | None = None) -> dict | None:
+        headers = {**self.headers, **(headers or {})}
+        with self.client.post(path, json=body, headers=headers, name=name, catch_response=True) as response:
             if response.status_code == 200:
                 STATE["timings"].add(name, response.headers.get("x-queue-time-ms"),
                                      response.headers.get("x-inference-time-ms"))
@@ -88,9 +90,8 @@ class _RewardUser(FastHttpUser):
 
     def score_one(self, prompt: wl.Prompt, response: str, name: str, group: str | None = None) -> None:
         item = {"prompt": prompt.question, "images": [self.image(prompt)], "response": response}
-        if group:
-            item["group"] = group
-        self.post("/v1/score", {"items": [item]}, name, prompt)
+        # The group id routes (what rmserve-client sends); the server finds the shared prompt by itself.
+        self.post("/v1/score", {"items": [item]}, name, prompt, headers={"x-rmserve-group": group} if group else None)
 
 
 class GrpoUser(_RewardUser):

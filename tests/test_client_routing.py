@@ -16,6 +16,7 @@ import pytest
 from rmserve_client import RewardClient
 from rmserve_client._base import ROUTING_HEADER, RetryPolicy, routing_key
 from rmserve_client._images import ImageRef, load_image
+from rmserve_client.proto import reward_pb2 as pb
 
 from tests.conftest import png_bytes, random_image
 from tests.fakes import FakeRewardModel
@@ -169,3 +170,37 @@ def test_grpc_ring_hash_keeps_a_group_on_one_backend_without_a_proxy():
     per_group = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(sorted(calls) == [0, 0, 4] for calls in per_group.values()), per_group
     assert len({calls.index(4) for calls in per_group.values()}) >= 2, per_group  # spread over backends
+
+
+def test_a_group_id_routes_and_stays_out_of_the_body():
+    """ScoreItemIn.group is not part of the contract (servers ignore it): the client turns the caller's group
+    into the routing key and sends the item without it (BaseClient._wire_items: REST and gRPC bodies alike)."""
+    bodies = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        bodies.append((json.loads(request.read()), request.headers.get(ROUTING_HEADER)))
+        return httpx.Response(200, json=OK)
+
+    with RewardClient("http://rm.test", transport=httpx.MockTransport(handler)) as client:
+        client.score(prompt="a", response="x", group="g-17")
+        client.safety([{"prompt": "a", "response": "x", "group": "g-17"}])
+    assert all("group" not in body["items"][0] for body, _ in bodies), bodies
+    assert bodies[0][1] == bodies[1][1] == routing_key({"group": "g-17"})
+
+
+def test_servers_accept_and_ignore_a_group_from_older_clients():
+    """An old client's body with `group` still validates (no 422) on both transports and scores as without
+    it; the OpenAPI schema marks the field deprecated."""
+    item = {"prompt": "What is shown?", "response": "A cat."}
+    with served() as s, s.channel() as channel:
+        s.wait_ready()
+        plain = httpx.post(s.rest_url + "/v1/score", json={"items": [item]})
+        tagged = httpx.post(s.rest_url + "/v1/score", json={"items": [{**item, "group": "g-17"}]})
+        assert plain.status_code == tagged.status_code == 200, tagged.text
+        assert tagged.json()["items"] == plain.json()["items"]
+        stub = s.stub(channel)
+        grpc_plain = stub.Score(pb.ScoreRequest(items=[pb.ScoreItem(**item)]), timeout=10)
+        grpc_tagged = stub.Score(pb.ScoreRequest(items=[pb.ScoreItem(**item, group="g-17")]), timeout=10)
+        assert grpc_tagged.items[0].reward == grpc_plain.items[0].reward == plain.json()["items"][0]["reward"]
+        schema = httpx.get(s.rest_url + "/openapi.json").json()["components"]["schemas"]
+        assert schema["ScoreItemIn"]["properties"]["group"]["deprecated"] is True

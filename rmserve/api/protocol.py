@@ -224,11 +224,16 @@ class ScoreItemIn(Conversation):
         "model then scores the empty assistant turn. Without it, `messages` must end with an assistant turn of "
         "text only: that reply is the response.",
     )
+    # Not part of the contract any more: the engine finds items that share a prompt exactly (prompt token ids +
+    # image hashes, EncodedItem.prefix_key), which a declared id cannot improve on, and replicas route on the
+    # x-rmserve-group header. Still accepted (never read) so that older clients sending it get no 422.
     group: str | None = Field(
         default=None,
         max_length=256,
-        description="Optional GRPO group id: items sharing a prompt and images may share a prefix "
-        "computation.",
+        deprecated=True,
+        description="Deprecated, ignored: accepted so that older clients keep working. Items that share a "
+        "prompt and images are found from their content (prefix sharing needs no id); to keep a GRPO group on "
+        "one replica, send its id in the `x-rmserve-group` header (rmserve-client does this from `group`).",
     )
     ground_truth: str | None = Field(
         default=None,

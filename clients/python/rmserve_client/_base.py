@@ -229,7 +229,8 @@ class BaseClient:
         """Items with each image as a reference where the server holds it, else inline (``inline``: always)."""
         wire = []
         for item in items:
-            out = {k: v for k, v in item.items() if k != "id"}
+            # ``group`` only routes (x-rmserve-group, from routing_key): servers ignore it in the body.
+            out = {k: v for k, v in item.items() if k not in ("id", "group")}
             if "images" in item:
                 out["images"] = [
                     ImageRef(im.sha256)

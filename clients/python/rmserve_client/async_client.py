@@ -142,9 +142,11 @@ class AsyncRewardClient(BaseClient):
         loaded, single, deadline = self._score_request(items, {**fields, "group": group, "truncate": truncate}, timeout)
         extra = {"verifier": verifier, "on_reject": on_reject}
 
+        route = self._route({"items": loaded})  # the items' own group id, which their wire form leaves out
+
         async def send(inline: bool) -> dict[str, Any]:
             body = self._score_body(loaded, returns, model, inline=inline, extra=extra)
-            return await self._call("score", body, deadline)
+            return await self._call("score", body, deadline, route)
 
         results = self._parse_score(await self._send(loaded, deadline, send), loaded)
         return results[0] if single else results
@@ -324,8 +326,10 @@ class AsyncRewardClient(BaseClient):
         fields = conversation(prompt, messages, images) | {"response": response}
         loaded, single, deadline = self._score_request(items, fields, timeout)
 
+        route = self._route({"items": loaded})
+
         async def send(inline: bool) -> dict[str, Any]:
-            return await self._call("safety", self._score_body(loaded, None, model, inline=inline), deadline)
+            return await self._call("safety", self._score_body(loaded, None, model, inline=inline), deadline, route)
 
         results = self._parse_safety(await self._send(loaded, deadline, send))
         return results[0] if single else results

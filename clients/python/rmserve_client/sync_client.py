@@ -154,8 +154,11 @@ class RewardClient(BaseClient):
         loaded, single, deadline = self._score_request(items, {**fields, "group": group, "truncate": truncate}, timeout)
         extra = {"verifier": verifier, "on_reject": on_reject}
 
+        route = self._route({"items": loaded})  # the items' own group id, which their wire form leaves out
+
         def send(inline: bool) -> dict[str, Any]:
-            return self._call("score", self._score_body(loaded, returns, model, inline=inline, extra=extra), deadline)
+            body = self._score_body(loaded, returns, model, inline=inline, extra=extra)
+            return self._call("score", body, deadline, route)
 
         results = self._parse_score(self._send(loaded, deadline, send), loaded)
         return results[0] if single else results
@@ -298,10 +301,11 @@ class RewardClient(BaseClient):
     ) -> SafetyResult | list[SafetyResult]:
         fields = conversation(prompt, messages, images) | {"response": response}
         loaded, single, deadline = self._score_request(items, fields, timeout)
+        route = self._route({"items": loaded})
         data = self._send(
             loaded,
             deadline,
-            lambda inline: self._call("safety", self._score_body(loaded, None, model, inline=inline), deadline),
+            lambda inline: self._call("safety", self._score_body(loaded, None, model, inline=inline), deadline, route),
         )
         results = self._parse_safety(data)
         return results[0] if single else results
