@@ -15,7 +15,7 @@ from rmserve_trainer.data import (
     record_images,
     vl_rewardbench_category,
 )
-from rmserve_trainer.data.synthetic import generate_placeholder_images
+from rmserve_trainer.data.placeholders import generate_placeholder_images
 
 from rmserve.models.tiny import build_tiny_reward_model
 

@@ -7,6 +7,7 @@ import re
 
 import numpy as np
 from rmserve_trainer.data.pairwise import read_pairwise
+from rmserve_trainer.data.placeholders import generate_placeholder_images
 from rmserve_trainer.data.synthetic import (
     CATEGORIES,
     COLOURS,
@@ -14,7 +15,6 @@ from rmserve_trainer.data.synthetic import (
     SHAPES,
     demo_corpus,
     generate_demo_pairs,
-    generate_placeholder_images,
     write_pairs_jsonl,
 )
 from rmserve_trainer.hazards import HAZARDS

@@ -34,7 +34,8 @@ from .data.base import DataError, Fields, ReadReport, read_jsonl, record_images
 from .data.mmrewardbench import parse_mmrewardbench
 from .data.mmrlhf import parse_mmrlhf
 from .data.pairwise import parse_pairwise
-from .data.synthetic import generate_demo_pairs, generate_placeholder_images
+from .data.placeholders import generate_placeholder_images
+from .data.synthetic import generate_demo_pairs
 from .data.vlrewardbench import parse_vlrewardbench
 from .records import PairRecord
 from .scoring import Scorer, add_scorer_arguments, close_scorer, scorer_from_args
