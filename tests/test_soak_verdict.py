@@ -5,7 +5,7 @@ from bench.soak import verdict
 
 def _samples(rates, costs, rss=600.0, growth=0.0):
     samples, responses, cpu = [], 0, 0.0
-    for i, (rate, cost) in enumerate(zip(rates, costs)):
+    for i, (rate, cost) in enumerate(zip(rates, costs, strict=True)):
         responses += int(rate * 10)
         cpu += rate * 10 * cost / 1000
         samples.append({"t": 10.0 * (i + 1), "responses": responses, "window_rps": rate, "cpu_s": cpu,
