@@ -149,10 +149,12 @@ class JudgeDecoding:
     ``reasoning``: generate a judgment until the decoded text ends with ``answer_prefix`` (or
     ``max_new_tokens``); else the prompt already ends with the answer prefix and nothing is generated.
     ``choice_ids``: the answer tokens, one id each; their log-probabilities are read at the position right
-    after the answer prefix.
+    after the answer prefix. ``prefix_ids``: the answer prefix's tokens (appended to a judge prompt without
+    reasoning).
     """
 
     answer_prefix: str
+    prefix_ids: tuple[int, ...]
     choice_ids: tuple[int, ...]
     reasoning: bool
     max_new_tokens: int
@@ -282,3 +284,14 @@ class ServedModel(ScoringModel, Protocol):
         """Token ids as text, special tokens skipped; safe to call from any thread."""
         ...
 
+    # ── generative judges (api/judge.py, models/judge.py, models/judge_format.py) ──
+    def judge_decoding(self) -> JudgeDecoding | None:
+        """How this judge checkpoint decodes (its ``judge`` section, checked at load); None for a model that
+        is not a generative judge or cannot generate."""
+        ...
+
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+        """One ``Judgment`` per prompt, in order (worker thread only, via ``Engine.run_exclusive``): the
+        judgment text (greedy, or sampled with the prompt's seed) and the answer tokens' log-probabilities at
+        the answer position. Raises InvalidInput(code="unsupported_task") when the backend cannot."""
+        ...
