@@ -3,16 +3,20 @@ rewards equal an independent HF computation, batch = alone, both orders, voting,
 
 from __future__ import annotations
 
+import base64
+import io
 import math
+import time
 
 import pytest
 import torch
+from PIL import Image
 
 from rmserve.api import CompareRequest, RankRequest, ScoreRequest, ScoreService
-from rmserve.errors import InvalidInput
+from rmserve.errors import BackendError, DeadlineExceeded, InvalidInput
 from rmserve.models.judge_format import JudgeConfig, render_pairwise, render_pointwise
 from rmserve.models.tiny import TINY_JUDGE, build_tiny_judge
-from rmserve.models.types import ScoreItem
+from rmserve.models.types import JudgePrompt, ScoreItem
 from tests.conftest import random_image, running_engine
 
 PAIRWISE = {
@@ -47,6 +51,12 @@ def reference_reward(model, text: str, images=()) -> list[float]:
         logits = model.backbone(input_ids=torch.tensor([ids])).logits[0, -1].float()
     probs = torch.softmax(logits, -1)[[tok.convert_tokens_to_ids(c) for c in config.choices]]
     return (probs / probs.sum()).tolist()
+
+
+def url(image) -> str:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def score_request(items, **options) -> ScoreRequest:
@@ -164,8 +174,6 @@ async def test_voting_is_deterministic_with_a_seed(pointwise):
 
 
 def test_sampled_judgment_text_is_seeded_per_row():
-    from rmserve.models.types import JudgePrompt
-
     judge = build_tiny_judge("qwen2", {**TINY_JUDGE, "reasoning": True, "max_new_tokens": 6}, seed=5)
     decoding = judge.judge_decoding()
     config = JudgeConfig.of(judge.extra_config)
@@ -223,22 +231,12 @@ async def test_a_vision_judge_reads_the_image_in_its_user_turn():
     red, noise = random_image(56, 56, seed=1), random_image(56, 56, seed=2)
     with running_engine(judge, max_wait_ms=0) as engine:
         service = ScoreService(engine)
-        import base64
-        import io
-
-        def url(image):
-            buf = io.BytesIO()
-            image.save(buf, format="PNG")
-            return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
         out = await service.score(ScoreRequest(items=[
             {"prompt": "What is shown?", "response": "A circle.", "images": [url(im)]} for im in (red, noise)]))
     rewards = [it.reward for it in out.response.items]
     assert rewards[0] != pytest.approx(rewards[1], abs=1e-6)  # the image matters
     text = render_pointwise(config, "What is shown?", "A circle.")
-    from PIL import Image
-
-    decoded = Image.open(io.BytesIO(base64.b64decode(url(red).split(",")[1]))).convert("RGB")
+    decoded = Image.open(io.BytesIO(base64.b64decode(url(red).split(",")[1]))).convert("RGB")  # as the server has it
     item = ScoreItem(response="", prompt=text, images=[decoded])
     ids, vision, _ = judge.encode_prompt(item)
     ids = ids + judge.tokenizer(config.answer_prefix, add_special_tokens=False)["input_ids"]
@@ -252,3 +250,57 @@ async def test_a_vision_judge_reads_the_image_in_its_user_turn():
     probs = probs / probs.sum()
     assert rewards[0] == pytest.approx(sum(p * v for p, v in zip(probs.tolist(), config.values, strict=True)),
                                        abs=1e-4)
+
+
+def test_a_reasoning_judge_reads_the_answer_right_after_its_judgment():
+    """The tiny judge's own greedy text gives an answer prefix it is sure to write (its first three tokens): the
+    reward must equal the choice distribution of the model's forward over prompt + those tokens."""
+    section = {**TINY_JUDGE, "reasoning": True, "max_new_tokens": 8}
+    probe = build_tiny_judge("qwen2", section, seed=5)
+    config = JudgeConfig.of(probe.extra_config)
+    text = render_pointwise(config, "Describe it.", RESPONSES[0])
+    ids, _, _ = probe.encode_prompt(ScoreItem(response="", prompt=text))
+    tok = probe.tokenizer
+    with torch.no_grad():
+        generated = probe.backbone.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids)),
+                                            do_sample=False, max_new_tokens=3, pad_token_id=tok.pad_token_id)
+    new = generated[0, len(ids):].tolist()
+    prefix = probe.decode_text(new)
+    assert prefix.strip() and len(new) == 3
+    judge = build_tiny_judge("qwen2", {**section, "answer_prefix": prefix}, seed=5)  # the same weights
+    decoding = judge.judge_decoding()
+    other = render_pointwise(config, "Describe it in more words, please.", RESPONSES[2])
+    prompts = [JudgePrompt(judge.encode_prompt(ScoreItem(response="", prompt=t))[0]) for t in (other, text)]
+    batch = judge.generate_judgments(prompts, decoding)
+    alone = judge.generate_judgments(prompts[1:], decoding)[0]
+    with torch.no_grad():
+        logits = judge.backbone(input_ids=torch.tensor([ids + new])).logits[0, -1].float()
+    reference = torch.log_softmax(logits, -1)[[tok.convert_tokens_to_ids(c) for c in config.choices]].tolist()
+    assert batch[1].text == prefix.strip() and batch[1].completion_tokens == 3
+    assert batch[1].choice_logprobs == pytest.approx(reference, abs=1e-4)
+    assert alone.choice_logprobs == pytest.approx(reference, abs=1e-4) and alone.text == batch[1].text
+    first = judge.generate_judgments(prompts[:1], decoding)[0]  # the other row stops on its own terms
+    assert (batch[0].text, batch[0].completion_tokens, batch[0].choice_logprobs is None) == (
+        first.text, first.completion_tokens, first.choice_logprobs is None)
+
+
+async def test_a_failing_judgment_fails_only_its_item(pointwise, monkeypatch):
+    calls = []
+    original = pointwise.generate_judgments
+
+    def flaky(prompts, decoding):
+        calls.append(len(prompts))
+        if any("BOOM" in pointwise.decode_text(p.prompt_ids) for p in prompts):
+            raise RuntimeError("simulated device error")
+        return original(prompts, decoding)
+
+    with running_engine(pointwise, max_wait_ms=0) as engine:
+        monkeypatch.setattr(pointwise, "generate_judgments", flaky)
+        service = ScoreService(engine)
+        with pytest.raises(BackendError) as info:
+            await service.score(score_request([("q", "fine"), ("q", "BOOM"), ("q", "also fine")]))
+        assert info.value.code == "forward_failed" and info.value.param == "items.1"
+        assert calls[0] == 3 and 1 in calls  # bisected down to the failing judgment
+        assert (await service.score(score_request([("q", "fine")]))).response.items[0].reward > 0
+        with pytest.raises(DeadlineExceeded):
+            await service.score(score_request([("q", "late")]), deadline=time.monotonic() - 1)

@@ -21,7 +21,19 @@ import random
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from .types import EncodedItem, JudgeDecoding, JudgePrompt, Judgment
+from .judge_format import JudgeConfig, choice_token_ids
+from .types import EncodedItem, JudgeDecoding, JudgePrompt, Judgment, ScoreItem
+
+
+def judge_decoding(model) -> JudgeDecoding | None:
+    """A judge checkpoint's decoding (JudgeConfigError if its section cannot work with this tokenizer); None
+    without a ``judge`` section or without an LM head. The caller holds the tokenizer's lock."""
+    config = JudgeConfig.of(model.extra_config)
+    if config is None or not model.can_generate():
+        return None
+    prefix = model.tokenizer(config.answer_prefix, add_special_tokens=False)["input_ids"]
+    return JudgeDecoding(config.answer_prefix, tuple(prefix), choice_token_ids(config, model.tokenizer),
+                         config.reasoning, config.max_new_tokens)
 
 
 class _SeededSampler(LogitsProcessor):
@@ -135,4 +147,12 @@ def generate_judgments(model, prompts: list[JudgePrompt], decoding: JudgeDecodin
     return judgments
 
 
-__all__ = ["generate_judgments"]
+def warm_up_judge(model, images: list) -> None:
+    """One judgment read at once (no reasoning): the answer-position forward's first-call costs."""
+    decoding = model.judge_decoding()
+    ids, vision, _ = model.encode_prompt(ScoreItem(prompt="warm up", response="", images=images))
+    direct = JudgeDecoding(decoding.answer_prefix, decoding.prefix_ids, decoding.choice_ids, False, 1)
+    model.generate_judgments([JudgePrompt(ids + list(decoding.prefix_ids), vision, images)], direct)
+
+
+__all__ = ["generate_judgments", "judge_decoding", "warm_up_judge"]

@@ -21,8 +21,7 @@ from ..errors import InvalidInput
 from .chunking import ChunkPolicy, plan_chunks
 from .families import detect_family, make_family
 from .heads import Head, HeadSpec, build_heads
-from .judge import generate_judgments
-from .judge_format import JudgeConfig, choice_token_ids
+from .judge import generate_judgments, judge_decoding, warm_up_judge
 from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
 from .prompt_cache import PromptCache
@@ -450,12 +449,8 @@ class RewardModel(nn.Module):
         images = [Image.new("RGB", (56, 56), (128, 64, 32))] if self.family.multimodal else []
         if "reward" in self.head_specs:
             self.score([ScoreItem(prompt="warm up", response="ok", images=images)])
-        decoding = self.judge_decoding()
-        if decoding is not None:  # one short judgment: the generation path's first-call costs
-            ids, vision, _ = self.encode_prompt(ScoreItem(prompt="warm up", response="", images=images))
-            self.generate_judgments([JudgePrompt(ids + list(decoding.prefix_ids), vision, images)],
-                                    JudgeDecoding(decoding.answer_prefix, decoding.prefix_ids, decoding.choice_ids,
-                                                  False, 1))
+        if self.judge_decoding() is not None:
+            warm_up_judge(self, images)
 
     def enable_vision_cache(self, max_bytes: int) -> None:
         """Cache vision-encoder outputs by image content (Qwen-VL families only; others ignore it)."""
@@ -486,18 +481,10 @@ class RewardModel(nn.Module):
             return self.tokenizer.decode(ids, skip_special_tokens=True)
 
     def judge_decoding(self) -> JudgeDecoding | None:
-        """The ``judge`` section's decoding (JudgeConfigError if it cannot work with this tokenizer); None
-        without one or without an LM head. Worked out once (load_reward_model calls it)."""
+        """The ``judge`` section's decoding, worked out once (models/judge.py); None for a scalar model."""
         if self._judge_decoding is False:
-            config = JudgeConfig.of(self.extra_config)
-            decoding = None
-            if config is not None and self.can_generate():
-                with self._tokenize_lock:
-                    choices = choice_token_ids(config, self.tokenizer)
-                    prefix = self.tokenizer(config.answer_prefix, add_special_tokens=False)["input_ids"]
-                decoding = JudgeDecoding(config.answer_prefix, tuple(prefix), choices, config.reasoning,
-                                         config.max_new_tokens)
-            self._judge_decoding = decoding
+            with self._tokenize_lock:
+                self._judge_decoding = judge_decoding(self)
         return self._judge_decoding  # type: ignore[return-value]
 
     def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
