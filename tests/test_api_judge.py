@@ -14,7 +14,8 @@ from PIL import Image
 
 from rmserve.api import CompareRequest, RankRequest, ScoreRequest, ScoreService
 from rmserve.errors import BackendError, DeadlineExceeded, InvalidInput
-from rmserve.models.judge_format import JudgeConfig, render_pairwise, render_pointwise
+from rmserve.models.judge import compare_pairs, judge_cases
+from rmserve.models.judge_format import JudgeConfig, UnparseableJudgment, render_pairwise, render_pointwise
 from rmserve.models.tiny import TINY_JUDGE, build_tiny_judge
 from rmserve.models.types import JudgePrompt, ScoreItem
 from tests.conftest import random_image, running_engine
@@ -304,3 +305,29 @@ async def test_a_failing_judgment_fails_only_its_item(pointwise, monkeypatch):
         assert (await service.score(score_request([("q", "fine")]))).response.items[0].reward > 0
         with pytest.raises(DeadlineExceeded):
             await service.score(score_request([("q", "late")]), deadline=time.monotonic() - 1)
+
+
+async def test_the_in_process_scorer_gives_the_servers_rewards(pointwise, pairwise):
+    """``rmserve-train eval`` calls judge_cases / compare_pairs: the same numbers as the server's endpoints."""
+    conversation = ScoreItem(response="", prompt="Shape?")
+    with running_engine(pairwise, max_wait_ms=0) as engine:
+        served = await ScoreService(engine).compare(CompareRequest(prompt="Shape?", response_a=RESPONSES[0],
+                                                                   response_b=RESPONSES[1]))
+    [offline] = compare_pairs(pairwise, [(conversation, RESPONSES[0], RESPONSES[1])])
+    assert (offline.prob_a_better, offline.p_ab, offline.p_ba) == pytest.approx(
+        (served.prob_a_better, served.prob_a_better_ab, served.prob_a_better_ba), abs=1e-6)
+    voting = {"k": 3, "seed": 2, "aggregate": "majority", "temperature": 4.0}
+    with running_engine(pointwise, max_wait_ms=0) as engine:
+        scored = await ScoreService(engine).score(score_request([("Shape?", r) for r in RESPONSES], voting=voting))
+    offline = judge_cases(pointwise, [(conversation, (r,)) for r in RESPONSES], votes=3, seed=2, temperature=4.0,
+                          how="majority")
+    assert offline == pytest.approx([it.reward for it in scored.response.items], abs=1e-6)
+    [pointwise_pair] = compare_pairs(pointwise, [(conversation, RESPONSES[0], RESPONSES[1])])
+    assert pointwise_pair.reward_a is not None and pointwise_pair.p_ab is None
+
+
+def test_the_in_process_scorer_reports_unreadable_judgments_in_place():
+    section = {**TINY_JUDGE, "reasoning": True, "max_new_tokens": 3, "answer_pattern": None}
+    judge = build_tiny_judge("qwen2", section, seed=6)
+    [result] = judge_cases(judge, [(ScoreItem(response="", prompt="q"), ("r",))])
+    assert isinstance(result, UnparseableJudgment) and result.code == "judge_unparseable"

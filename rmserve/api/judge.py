@@ -30,18 +30,8 @@ from rmserve.api.models import Member, Selection
 from rmserve.api.protocol import JudgmentOut, VotingSpec
 from rmserve.api.scoring import Job, Scored
 from rmserve.errors import BackendError, DeadlineExceeded, InvalidInput, Loc, RMServeError
-from rmserve.models.judge_format import (
-    JudgeConfig,
-    Verdict,
-    aggregate,
-    conversation_text,
-    read_judgment,
-    render_pairwise,
-    render_pointwise,
-)
+from rmserve.models.judge_format import JudgeConfig, Verdict, aggregate, judge_prompt, read_judgment, vote_seed
 from rmserve.models.types import JudgeDecoding, JudgePrompt, Judgment, ScoreItem, ScoreOutput
-
-_SEED_STRIDE = 1_000_003  # vote j's seed: seed * stride + j (mod 2**63)
 
 
 @dataclass
@@ -185,37 +175,12 @@ class JudgeRunner:
         return out
 
 
-def vote_seed(seed: int, vote: int) -> int:
-    return (seed * _SEED_STRIDE + vote) % (2**63)
-
-
 def _encode(setup: JudgeSetup, case: JudgeCase, item: ScoreItem) -> JudgePrompt:
-    """The judge's user turn for ``case`` (pool thread): template, images in the turn, the answer prefix."""
-    if item.videos:
-        raise InvalidInput("generative judges do not take videos (the judge prompt holds images only)",
-                           param=(*case.job.where(()), "messages"), code="videos_not_supported")
-    question = conversation_text(item.prompt, item.messages)
-    config = setup.config
-    text = (render_pointwise(config, question, case.shown[0]) if config.mode == "pointwise"
-            else render_pairwise(config, question, case.shown[0], case.shown[1]))
-    model = setup.member.model
+    """The judge's prompt for ``case`` (pool thread), its errors at the case's place in the request."""
     try:
-        ids, vision, _ = model.encode_prompt(ScoreItem(response="", prompt=text, images=item.images,
-                                                       image_hashes=item.image_hashes))
-    except InvalidInput as exc:
-        raise exc.relocated(case.where) from None
-    except (ValueError, TypeError) as exc:
-        raise InvalidInput(f"the judge prompt could not be encoded: {exc}", param=case.where,
-                           code="invalid_item") from None
-    if not setup.decoding.reasoning:
-        ids = list(ids) + list(setup.decoding.prefix_ids)
-    room = 1 if setup.decoding.reasoning else 0  # a reasoning judge needs room to write something
-    if len(ids) + room >= model.max_length:
-        raise InvalidInput(f"the judge prompt (template + conversation + responses) is {len(ids)} tokens, over this "
-                           f"judge's limit of {model.max_length}; shorten the responses or the prompt",
-                           param=case.where, code="too_long")
-    keys = tuple(item.image_hashes) if len(item.image_hashes) == len(item.images) else ()
-    return JudgePrompt(ids, vision, list(item.images), keys)
+        return judge_prompt(setup.member.model, setup.config, setup.decoding, item, case.shown)
+    except RMServeError as exc:
+        raise exc.relocated((*case.where, *exc.loc)) from None
 
 
 def _isolated(model, prompts: list[JudgePrompt], decoding: JudgeDecoding,
@@ -241,4 +206,4 @@ def _isolated(model, prompts: list[JudgePrompt], decoding: JudgeDecoding,
 
 
 __all__ = ["CaseResult", "JudgeCase", "JudgeRunner", "JudgeSetup", "Judged", "check_voting", "judge_setup",
-           "not_a_judge", "vote_seed"]
+           "not_a_judge"]

@@ -34,6 +34,7 @@ from rmserve.api.pipeline import RequestT, ResponseT, ScoringEndpoint
 from rmserve.api.protocol import Conversation, JudgmentOut, Usage, VotingSpec
 from rmserve.api.scoring import Job, Scored
 from rmserve.errors import InvalidInput, Loc
+from rmserve.models.judge_format import pair_probability, second_is_better
 from rmserve.rewards import sigmoid
 
 MAX_BETA_PARAM = 1000.0
@@ -206,8 +207,9 @@ class _ConversationEndpoint(ScoringEndpoint[RequestT, ResponseT]):
         cases = [JudgeCase(job, (texts[a], texts[b]), (a, b)) for i, j in pairs for a, b in ((i, j), (j, i))]
         judged = await self.ctx.judges.run(judge, cases, voting=request.voting, deadline=deadline,
                                            shared_images=request.images)
-        first = [r.reward for r in judged.results]
-        return judged, {pair: (first[2 * n] + 1.0 - first[2 * n + 1]) / 2 for n, pair in enumerate(pairs)}
+        first = [r.reward for r in judged.results]  # P(first shown better), per order
+        return judged, {pair: pair_probability(first[2 * n], second_is_better(first[2 * n + 1]))
+                        for n, pair in enumerate(pairs)}
 
     def rewards(self, request, selection: Selection, scored: Scored) -> list[float]:
         """Each response's reward, after the safety policy when it applies."""
@@ -231,7 +233,7 @@ class CompareEndpoint(_ConversationEndpoint[CompareRequest, CompareResponse]):
             p_ab, p_ba_first = judged.results[0].reward, judged.results[1].reward
             response = CompareResponse(
                 reward_a=None, reward_b=None, prob_a_better=probs[(0, 1)], margin=None, beta=None,
-                prob_a_better_ab=p_ab, prob_a_better_ba=1.0 - p_ba_first, model=selection.name,
+                prob_a_better_ab=p_ab, prob_a_better_ba=second_is_better(p_ba_first), model=selection.name,
                 usage=self.ctx.usage(judged.scored, 2))
         if request.return_judgment:
             response.judgments = [j for i in range(len(judged.results)) for j in judged.judgments(i)]

@@ -11,17 +11,32 @@ Sampling is done by a logits processor with one ``torch.Generator`` per row, see
 a row's text does not depend on which other rows share its batch, and the same seed gives the same text.
 A sampled row also draws its answer from the choice distribution (temperature applied) with the same
 seed, so majority voting has something to count when a judge answers without reasoning.
-Worker thread only (``Engine.run_exclusive``); the model is not thread-safe.
+Worker thread only (``Engine.run_exclusive``); the model is not thread-safe. ``judge_cases`` and
+``compare_pairs`` run the same steps in process, without a server (the trainer's ``rmserve-train eval``).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
-from .judge_format import JudgeConfig, choice_token_ids
+from ..errors import RMServeError
+from ..rewards import sigmoid
+from .judge_format import (
+    JudgeConfig,
+    UnparseableJudgment,
+    aggregate,
+    choice_token_ids,
+    judge_prompt,
+    pair_probability,
+    read_judgment,
+    second_is_better,
+    vote_seed,
+)
 from .types import EncodedItem, JudgeDecoding, JudgePrompt, Judgment, ScoreItem
 
 
@@ -147,6 +162,72 @@ def generate_judgments(model, prompts: list[JudgePrompt], decoding: JudgeDecodin
     return judgments
 
 
+# ── in process (no server): what `rmserve-train eval` calls ─────────────────────────────────────────
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """A compared pair: ``prob_a_better``, and how it was reached. A pairwise judge gives ``p_ab`` (P(A), a shown
+    first) and ``p_ba`` (P(B), b shown first), prob = their mean; a pointwise judge gives ``reward_a`` and
+    ``reward_b``, prob = sigmoid(reward_a - reward_b), as /v1/compare does."""
+
+    prob_a_better: float
+    p_ab: float | None = None
+    p_ba: float | None = None
+    reward_a: float | None = None
+    reward_b: float | None = None
+
+
+def judge_cases(model, cases: Sequence[tuple[ScoreItem, Sequence[str]]], *, votes: int | None = None, seed: int = 0,
+                temperature: float = 1.0, how: str = "mean", batch_size: int = 16) -> list[float | RMServeError]:
+    """Each case's reward (pointwise score, or pairwise P(first shown better)) from ``model``'s judgments, the
+    server's definitions (models/judge_format.py): ``cases`` are (the conversation, the responses shown).
+    ``votes`` None: one greedy judgment; k: k sampled ones aggregated by ``how`` (the server's ``voting``). A case
+    without a readable answer gives its error (``UnparseableJudgment``) in its place, never a number."""
+    config = JudgeConfig.of(model.extra_config)
+    decoding = model.judge_decoding()
+    if config is None or decoding is None:
+        raise ValueError(f"model {model.name!r} is not a generative judge (no judge section, or no LM head)")
+    prompts = []
+    for item, shown in cases:
+        prompt = judge_prompt(model, config, decoding, item, shown)
+        prompts += [prompt] if votes is None else [
+            JudgePrompt(prompt.prompt_ids, prompt.vision, prompt.images, prompt.image_keys, vote_seed(seed, j),
+                        temperature) for j in range(votes)]
+    judgments = []
+    for i in range(0, len(prompts), batch_size):
+        judgments += model.generate_judgments(prompts[i:i + batch_size], decoding)
+    k = len(prompts) // max(1, len(cases))
+    out: list[float | RMServeError] = []
+    for c in range(len(cases)):
+        try:
+            out.append(aggregate(config, [read_judgment(config, j) for j in judgments[c * k:(c + 1) * k]], how))
+        except UnparseableJudgment as exc:
+            out.append(exc)
+    return out
+
+
+def compare_pairs(model, pairs: Sequence[tuple[ScoreItem, str, str]], **options) -> list[PairResult | RMServeError]:
+    """``(conversation, response_a, response_b)`` -> P(a better) as /v1/compare computes it for this judge."""
+    config = JudgeConfig.of(model.extra_config)
+    if config is None:
+        raise ValueError(f"model {model.name!r} is not a generative judge")
+    if config.mode == "pointwise":
+        rewards = judge_cases(model, [(item, (r,)) for item, a, b in pairs for r in (a, b)], **options)
+        results: list[PairResult | RMServeError] = []
+        for ra, rb in zip(rewards[::2], rewards[1::2], strict=True):
+            bad = next((r for r in (ra, rb) if isinstance(r, RMServeError)), None)
+            results.append(bad or PairResult(sigmoid(ra - rb), reward_a=ra, reward_b=rb))
+        return results
+    firsts = judge_cases(model, [(item, o) for item, a, b in pairs for o in ((a, b), (b, a))], **options)
+    results = []
+    for ab, ba in zip(firsts[::2], firsts[1::2], strict=True):
+        bad = next((r for r in (ab, ba) if isinstance(r, RMServeError)), None)
+        results.append(bad or PairResult(pair_probability(ab, second_is_better(ba)), p_ab=ab,
+                                         p_ba=second_is_better(ba)))
+    return results
+
+
 def warm_up_judge(model, images: list) -> None:
     """One judgment read at once (no reasoning): the answer-position forward's first-call costs."""
     decoding = model.judge_decoding()
@@ -155,4 +236,4 @@ def warm_up_judge(model, images: list) -> None:
     model.generate_judgments([JudgePrompt(ids + list(decoding.prefix_ids), vision, images)], direct)
 
 
-__all__ = ["generate_judgments", "judge_decoding", "warm_up_judge"]
+__all__ = ["PairResult", "compare_pairs", "generate_judgments", "judge_cases", "judge_decoding", "warm_up_judge"]

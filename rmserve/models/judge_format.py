@@ -6,6 +6,7 @@ judgment, and the reward read from it. Torch-free: the server (api/judge.py) and
     choice_token_ids(config, tokenizer)                 the answer tokens, each exactly one token (checked at load)
     render_pointwise(config, prompt, response)          the judge's user message for one response
     render_pairwise(config, prompt, response_a, b)      ... for two (call it in both orders)
+    judge_prompt(model, config, decoding, item, shown)  the rendered prompt as the model's encoded user turn
     assistant_text(config, choice, judgment)            the reply a judge is trained to write (SFT target)
     parse_judgment(config, text)                        the answer in generated text (answer prefix, then pattern)
     read_judgment(config, judgment)                     a backend's Judgment -> Verdict (probabilities or parsed);
@@ -13,6 +14,7 @@ judgment, and the reward read from it. Torch-free: the server (api/judge.py) and
     reward_from_probabilities(config, probs)            pointwise: sum(p_i v_i) / sum(p_i); pairwise: P(first)
     aggregate(config, verdicts, "mean" | "majority")    k votes -> one reward
     pair_probability(p_ab, p_ba)                        the two orders -> P(a better) (their mean)
+    vote_seed(seed, j)                                  the seed of vote j (voting)
 
 Definitions (docs/architecture.md, "Generative judges"):
 - the answer is read at the position right after ``answer_prefix``: the next-token distribution restricted to
@@ -35,7 +37,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ..errors import InvalidInput
-from .types import Judgment
+from .types import JudgeDecoding, JudgePrompt, Judgment, ScoreItem
 
 Mode = Literal["pointwise", "pairwise"]
 Aggregate = Literal["mean", "majority"]
@@ -202,6 +204,36 @@ def assistant_text(config: JudgeConfig, choice: str, judgment: str = "") -> tupl
     return before + config.answer_prefix, choice
 
 
+def judge_prompt(model, config: JudgeConfig, decoding: JudgeDecoding, item: ScoreItem,
+                 shown: Sequence[str]) -> JudgePrompt:
+    """The judge's prompt for ``shown`` (one response, or a pair in the order shown) to ``item``'s conversation:
+    the rendered template as the user turn with ``item``'s images in it, the generation prompt, and the answer
+    prefix when the judge answers without reasoning. ``model`` is a ``ServedModel`` (its ``encode_prompt``).
+    InvalidInput (locations relative to the item) for videos and for prompts over the model's length."""
+    if item.videos:
+        raise InvalidInput("generative judges do not take videos (the judge prompt holds images only)",
+                           param="messages", code="videos_not_supported")
+    question = conversation_text(item.prompt, item.messages)
+    text = (render_pointwise(config, question, shown[0]) if config.mode == "pointwise"
+            else render_pairwise(config, question, shown[0], shown[1]))
+    try:
+        ids, vision, _ = model.encode_prompt(ScoreItem(response="", prompt=text, images=item.images,
+                                                       image_hashes=item.image_hashes))
+    except InvalidInput:
+        raise
+    except (ValueError, TypeError) as exc:  # the tokenizer/processor refusing this input
+        raise InvalidInput(f"the judge prompt could not be encoded: {exc}", code="invalid_item") from None
+    if not decoding.reasoning:
+        ids = list(ids) + list(decoding.prefix_ids)
+    room = 1 if decoding.reasoning else 0  # a reasoning judge needs room to write something
+    if len(ids) + room > model.max_length:
+        raise InvalidInput(f"the judge prompt (template + conversation + responses) is {len(ids)} tokens, over this "
+                           f"judge's limit of {model.max_length}; shorten the responses or the prompt",
+                           code="too_long")
+    keys = tuple(item.image_hashes) if len(item.image_hashes) == len(item.images) else ()
+    return JudgePrompt(list(ids), vision, list(item.images), keys)
+
+
 # ── reading a judgment ─────────────────────────────────────────────────────────────────────────
 
 
@@ -310,6 +342,15 @@ def pair_probability(p_ab: float, p_ba: float) -> float:
     return (p_ab + p_ba) / 2.0
 
 
+_SEED_STRIDE = 1_000_003
+
+
+def vote_seed(seed: int, vote: int) -> int:
+    """The seed of vote ``vote`` (0..k-1) of a request seeded with ``seed``: the same for every case, so a case's
+    votes do not depend on its neighbours or its position."""
+    return (seed * _SEED_STRIDE + vote) % (2**63)
+
+
 def second_is_better(p_first: float) -> float:
     """A pairwise reward read with b shown first (P(b better)) as P(a better): the order swapped back."""
     return 1.0 - p_first
@@ -318,6 +359,6 @@ def second_is_better(p_first: float) -> float:
 __all__ = [
     "UNPARSEABLE", "Aggregate", "JudgeConfig", "JudgeConfigError", "Mode", "UnparseableJudgment", "Verdict",
     "aggregate", "assistant_text", "choice_probabilities", "choice_token_ids", "conversation_text",
-    "ends_with_answer_prefix", "pair_probability", "parse_judgment", "read_judgment", "render_pairwise",
-    "render_pointwise", "reward_from_choice", "reward_from_probabilities", "second_is_better",
+    "ends_with_answer_prefix", "judge_prompt", "pair_probability", "parse_judgment", "read_judgment", "render_pairwise",
+    "render_pointwise", "reward_from_choice", "reward_from_probabilities", "second_is_better", "vote_seed",
 ]
