@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import httpx
 import pytest
+from rmserve_client import RewardClient
 from rmserve_client.proto import reward_pb2 as pb
 
 from rmserve.models.tiny import TINY_JUDGE, build_tiny_judge
@@ -39,6 +40,15 @@ def test_rest_and_grpc_compare_with_a_pairwise_judge():
         rest = httpx.post(f"{s.rest_url}/v1/compare", json=body, timeout=60).json()
         rpc = s.stub(channel).Compare(pb.CompareRequest(**body))
         refused = httpx.post(f"{s.rest_url}/v1/score", json={"items": [{"prompt": "q", "response": "r"}]}, timeout=60)
+        clients = []
+        for url in (s.rest_url, s.grpc_url):
+            with RewardClient(url) as client:
+                clients.append(client.compare(body["prompt"], response_a=body["response_a"],
+                                              response_b=body["response_b"]))
+    for result in clients:  # the Python client over either transport: no per-response rewards, both orders
+        assert result.reward_a is None and result.margin is None
+        assert result.prob_a_better == pytest.approx(rest["prob_a_better"], abs=1e-6)
+        assert result.prob_a_better_ab == pytest.approx(rest["prob_a_better_ab"], abs=1e-6)
     assert rpc.prob_a_better == pytest.approx(rest["prob_a_better"], abs=1e-6)
     assert rpc.prob_a_better_ab == pytest.approx(rest["prob_a_better_ab"], abs=1e-6)
     assert rpc.prob_a_better_ba == pytest.approx(rest["prob_a_better_ba"], abs=1e-6)
