@@ -54,3 +54,16 @@ def test_rest_and_grpc_compare_with_a_pairwise_judge():
     assert rpc.prob_a_better_ba == pytest.approx(rest["prob_a_better_ba"], abs=1e-6)
     assert rest["reward_a"] is None and not rpc.HasField("reward_a")  # unset, never a silent 0
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "pairwise_judge"
+
+
+def test_score_stream_reports_an_unreadable_judgment_on_its_item():
+    section = {**TINY_JUDGE, "reasoning": True, "max_new_tokens": 3, "answer_pattern": None}
+    with served(build_tiny_judge("qwen2", section, seed=6), max_wait_ms=1) as s, s.channel() as channel:
+        items = [pb.ScoreItem(id=str(i), prompt="q", response=f"answer {i}") for i in range(2)]
+        results = list(s.stub(channel).ScoreStream(iter(items)))
+        rest = httpx.post(f"{s.rest_url}/v1/score", json={"items": [{"prompt": "q", "response": "answer 1"}]},
+                          timeout=60)
+    assert sorted(r.id for r in results) == ["0", "1"]  # the stream stayed open for both
+    assert all(r.error.code == "judge_unparseable" and not r.HasField("raw_reward") for r in results)
+    assert rest.status_code == 422 and rest.json()["error"]["code"] == "judge_unparseable"
+    assert rest.json()["error"]["param"] == "items.0"
