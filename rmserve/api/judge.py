@@ -129,8 +129,8 @@ class JudgeRunner:
         for c, case in enumerate(cases):
             verdicts = []
             for outcome in judgments[c * votes:(c + 1) * votes]:
-                if isinstance(outcome, RMServeError):
-                    raise outcome.relocated((*case.where, *outcome.loc))
+                if isinstance(outcome, RMServeError):  # about the model itself, or about this case
+                    raise outcome if outcome.loc == ("model",) else outcome.relocated((*case.where, *outcome.loc))
                 try:
                     verdicts.append(read_judgment(setup.config, outcome))
                 except RMServeError as exc:
