@@ -81,6 +81,8 @@ class ServerConfig:
     # Items admitted and unfinished; beyond it requests get 429 + Retry-After instead of waiting.
     max_queue_items: int = _opt(1024, "admission limit in items; full -> 429")
     max_items_per_request: int = _opt(256, "most items in one request")
+    # Generative judges (api/judge.py): a request's `voting.k` sampled judgments per item and order.
+    max_judge_votes: int = _opt(8, "most sampled judgments (voting.k) a judge request may ask for")
     # Video frames count as images: 32 leaves room for a --max-video-frames video and a few images.
     max_images_per_item: int = _opt(32, "most images in one item, video frames included")
     # Frames kept per video after sampling (a request's fps / max_frames ask for fewer, never more).
@@ -165,6 +167,7 @@ class ServerConfig:
             "max_batch_tokens",
             "max_queue_items",
             "max_items_per_request",
+            "max_judge_votes",
             "max_images_per_item",
             "max_video_frames",
             "max_video_bytes",

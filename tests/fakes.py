@@ -178,6 +178,12 @@ class FakeRewardModel:
     def decode_text(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    def judge_decoding(self) -> None:
+        return None  # a scalar reward model, not a generative judge
+
+    def generate_judgments(self, prompts, decoding):
+        raise InvalidInput(f"model {self.name!r} does not generate judgments", param="model", code="unsupported_task")
+
     # ── helpers for tests ──────────────────────────────────────────────────────────────────
 
     def score_alone(self, item: EncodedItem, text: str | None = None) -> ScoreOutput:

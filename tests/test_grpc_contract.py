@@ -32,7 +32,7 @@ from rmserve.api import (
     ScoreResponse,
 )
 from rmserve.api.pairs import Ranked
-from rmserve.api.protocol import ScoreItemIn, ScoreItemOut, Usage, VerifierSpec
+from rmserve.api.protocol import JudgmentOut, ScoreItemIn, ScoreItemOut, Usage, VerifierSpec, VotingSpec
 from rmserve.api.safety import SafetyItemIn, SafetyItemOut
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +62,8 @@ PAIRS: list[tuple[type[BaseModel], type]] = [
     (SafetyResponse, pb.SafetyResponse),
     (SafetyItemOut, pb.SafetyResult),
     (ImageUploadResponse, pb.UploadImageResponse),
+    (VotingSpec, pb.Voting),
+    (JudgmentOut, pb.Judgment),
 ]
 
 

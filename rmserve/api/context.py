@@ -2,6 +2,7 @@
 
     ctx.models                       which model(s) a request means (api/models.py)
     ctx.scorer                       items in, rewards out, across one model or an ensemble (api/scoring.py)
+    ctx.judges                       the same for a generative judge: judgments in, rewards out (api/judge.py)
     ctx.images                       wire images -> decoded (api/images.py); its cache serves uploads
     ctx.videos                       wire videos -> sampled clips (api/videos.py)
     ctx.check_items / check_images   the limits the wire types cannot know
@@ -20,6 +21,7 @@ from typing import Literal
 
 from rmserve.api.conversation import ItemBudget, declared_visuals, split_parts
 from rmserve.api.images import ImageLimits, ImageLoader
+from rmserve.api.judge import JudgeRunner
 from rmserve.api.models import ModelSet, Selection
 from rmserve.api.protocol import Conversation, Usage
 from rmserve.api.scoring import Composed, Scored, Scorer, compose_reward
@@ -32,6 +34,7 @@ from rmserve.safety import SafetyPolicy
 @dataclass(frozen=True)
 class ServiceLimits:
     max_items_per_request: int = 256
+    max_judge_votes: int = 8  # voting.k cap of generative-judge requests
     max_images_per_item: int = 32  # images + video frames
     max_pixels_per_item: int = 8 * 16_777_216  # their width x height, summed
     images: ImageLimits = ImageLimits()
@@ -50,6 +53,7 @@ class ServingContext:
     compat_verifier: str | None = None  # a verifier name applied to OpenRLHF ``labels`` as ground truths
     videos: VideoLoader | None = None  # default: one over ``limits.videos`` with a ``video_cache_bytes`` cache
     scorer: Scorer = field(init=False)
+    judges: JudgeRunner = field(init=False)
 
     def __post_init__(self) -> None:
         if self.videos is None:
@@ -57,6 +61,7 @@ class ServingContext:
             self.videos = VideoLoader(self.limits.videos, cache)
         budget = ItemBudget(self.limits.max_images_per_item, self.limits.max_pixels_per_item)
         self.scorer = Scorer(self.models, self.images, self.videos, budget)
+        self.judges = JudgeRunner(self.scorer, self.limits.max_judge_votes)
 
     # ── limits ─────────────────────────────────────────────────────────────────────────────
 

@@ -22,16 +22,19 @@ penalized response ranks accordingly.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 
 from pydantic import BaseModel, Field
 
+from rmserve.api.judge import JudgeCase, Judged, JudgeSetup
 from rmserve.api.models import Selection
 from rmserve.api.pipeline import RequestT, ResponseT, ScoringEndpoint
-from rmserve.api.protocol import Conversation, Usage
+from rmserve.api.protocol import Conversation, JudgmentOut, Usage, VotingSpec
 from rmserve.api.scoring import Job, Scored
-from rmserve.errors import Loc
+from rmserve.errors import InvalidInput, Loc
+from rmserve.models.judge_format import pair_probability, second_is_better
 from rmserve.rewards import sigmoid
 
 MAX_BETA_PARAM = 1000.0
@@ -88,14 +91,26 @@ class CompareRequest(Conversation):
         description="Adjust both rewards with the server's safety policy first (default: the server's "
         "`safety_apply` setting).",
     )
+    voting: VotingSpec | None = Field(
+        default=None, description="Generative judges: k sampled judgments per response (pointwise) or per order "
+        "(pairwise) instead of one greedy one.")
+    return_judgment: bool = Field(default=False, description="Generative judges: return the judgments.")
 
 
 class CompareResponse(BaseModel):
-    reward_a: float = Field(description="Reward of response_a.")
-    reward_b: float = Field(description="Reward of response_b.")
-    prob_a_better: float = Field(description="sigmoid(reward_a - reward_b): Bradley-Terry P(a preferred over b).")
-    margin: float = Field(description="reward_a - reward_b.")
-    beta: float = Field(description="MM-DPO dynamic beta: beta0 * (1 + w * (1 - exp(-k * |margin|))).")
+    reward_a: float | None = Field(description="Reward of response_a (null from a pairwise judge: it gives no "
+                                   "per-response rewards).")
+    reward_b: float | None = Field(description="Reward of response_b (null from a pairwise judge).")
+    prob_a_better: float = Field(description="sigmoid(reward_a - reward_b): Bradley-Terry P(a preferred over b); a "
+                                 "pairwise judge: the mean of prob_a_better_ab and prob_a_better_ba.")
+    margin: float | None = Field(description="reward_a - reward_b (null from a pairwise judge).")
+    beta: float | None = Field(description="MM-DPO dynamic beta: beta0 * (1 + w * (1 - exp(-k * |margin|))) (null "
+                               "from a pairwise judge).")
+    prob_a_better_ab: float | None = Field(default=None, description="Pairwise judges: P(A) with a shown first.")
+    prob_a_better_ba: float | None = Field(default=None, description="Pairwise judges: P(B) with b shown first (a "
+                                           "second); differs from prob_a_better_ab by the judge's position bias.")
+    judgments: list[JudgmentOut] | None = Field(default=None, description="With `return_judgment`: the judgments "
+                                                "(`about`: [0] is a, [1] is b, in the order shown).")
     model: str = Field(description="The model (or ensemble) that scored them.")
     usage: Usage = Field(description="What the request cost.")
 
@@ -119,6 +134,10 @@ class RankRequest(Conversation):
         description="Adjust rewards with the server's safety policy before ranking (default: the server's "
         "`safety_apply` setting).",
     )
+    voting: VotingSpec | None = Field(
+        default=None, description="Generative judges: k sampled judgments per response (pointwise) or per ordered "
+        "pair (pairwise) instead of one greedy one.")
+    return_judgment: bool = Field(default=False, description="Generative judges: return the judgments.")
 
 
 class Ranked(BaseModel):
@@ -135,6 +154,8 @@ class RankResponse(BaseModel):
     margin: float | None = Field(
         default=None, description="chosen reward - rejected reward; null without a rejected response."
     )
+    judgments: list[JudgmentOut] | None = Field(default=None, description="With `return_judgment`: the judgments "
+                                                "(`about`: the responses' indices, in the order shown).")
     model: str = Field(description="The model (or ensemble) that scored them.")
     usage: Usage = Field(description="What the request cost.")
 
@@ -167,6 +188,29 @@ class _ConversationEndpoint(ScoringEndpoint[RequestT, ResponseT]):
                             truncate=request.truncate))
         return jobs
 
+    def judge_options(self, request):
+        return request.voting, request.return_judgment
+
+    async def judge_each(self, request, selection: Selection, judge: JudgeSetup, *, deadline) -> Judged:
+        """A pointwise judge: one judgment (or k votes) per response, like a scalar model's rewards."""
+        cases = [JudgeCase(job, (job.response,), (k,), job.where(()))
+                 for k, job in enumerate(self.jobs(request, selection))]
+        return await self.ctx.judges.run(judge, cases, voting=request.voting, deadline=deadline,
+                                         shared_images=request.images)
+
+    async def judge_pairs(self, request, selection: Selection, judge: JudgeSetup, pairs: list[tuple[int, int]], *,
+                          deadline) -> tuple[Judged, dict[tuple[int, int], float]]:
+        """A pairwise judge on ``pairs`` (i, j), each in both orders: P(i better than j) per pair, the mean of
+        P(first) with i first and P(second) with j first."""
+        texts = [text for text, _ in self.responses(request)]
+        job = self.jobs(request, selection)[0]  # the shared conversation (its response is not used)
+        cases = [JudgeCase(job, (texts[a], texts[b]), (a, b)) for i, j in pairs for a, b in ((i, j), (j, i))]
+        judged = await self.ctx.judges.run(judge, cases, voting=request.voting, deadline=deadline,
+                                           shared_images=request.images)
+        first = [r.reward for r in judged.results]  # P(first shown better), per order
+        return judged, {pair: pair_probability(first[2 * n], second_is_better(first[2 * n + 1]))
+                        for n, pair in enumerate(pairs)}
+
     def rewards(self, request, selection: Selection, scored: Scored) -> list[float]:
         """Each response's reward, after the safety policy when it applies."""
         apply_safety = self.ctx.safety_applies(selection, request.apply_safety)
@@ -178,6 +222,22 @@ class CompareEndpoint(_ConversationEndpoint[CompareRequest, CompareResponse]):
 
     def responses(self, request: CompareRequest) -> list[tuple[str, Loc]]:
         return [(request.response_a, ("response_a",)), (request.response_b, ("response_b",))]
+
+    async def judge(self, request: CompareRequest, selection: Selection, judge: JudgeSetup, *,
+                    deadline: float | None) -> CompareResponse:
+        if judge.config.mode == "pointwise":
+            judged = await self.judge_each(request, selection, judge, deadline=deadline)
+            response = self.build(request, selection, dataclasses.replace(judged.scored, outputs=judged.outputs()))
+        else:
+            judged, probs = await self.judge_pairs(request, selection, judge, [(0, 1)], deadline=deadline)
+            p_ab, p_ba_first = judged.results[0].reward, judged.results[1].reward
+            response = CompareResponse(
+                reward_a=None, reward_b=None, prob_a_better=probs[(0, 1)], margin=None, beta=None,
+                prob_a_better_ab=p_ab, prob_a_better_ba=second_is_better(p_ba_first), model=selection.name,
+                usage=self.ctx.usage(judged.scored, 2))
+        if request.return_judgment:
+            response.judgments = [j for i in range(len(judged.results)) for j in judged.judgments(i)]
+        return response
 
     def build(self, request: CompareRequest, selection: Selection, scored: Scored) -> CompareResponse:
         reward_a, reward_b = self.rewards(request, selection, scored)
@@ -199,8 +259,35 @@ class RankEndpoint(_ConversationEndpoint[RankRequest, RankResponse]):
     def responses(self, request: RankRequest) -> list[tuple[str, Loc]]:
         return [(text, ("responses", i)) for i, text in enumerate(request.responses)]
 
+    async def judge(self, request: RankRequest, selection: Selection, judge: JudgeSetup, *,
+                    deadline: float | None) -> RankResponse:
+        """Pointwise judges rank by their scores; pairwise judges judge every pair in both orders and rank by
+        each response's mean P(better) against all the others (a Borda-style win rate)."""
+        n = len(request.responses)
+        if judge.config.mode == "pointwise":
+            judged = await self.judge_each(request, selection, judge, deadline=deadline)
+            rewards = [r.reward for r in judged.results]
+        else:
+            if n < 2:
+                raise InvalidInput(f"model {selection.name!r} is a pairwise judge: it ranks two or more responses",
+                                   param="responses", code="too_few_responses")
+            self.ctx.check_items(n * (n - 1), "responses")  # judgments: every ordered pair
+            pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+            judged, probs = await self.judge_pairs(request, selection, judge, pairs, deadline=deadline)
+            wins = [0.0] * n
+            for (i, j), p in probs.items():
+                wins[i] += p
+                wins[j] += 1.0 - p
+            rewards = [w / (n - 1) for w in wins]
+        response = self.ranked(request, selection, rewards, judged.scored)
+        if request.return_judgment:
+            response.judgments = [j for i in range(len(judged.results)) for j in judged.judgments(i)]
+        return response
+
     def build(self, request: RankRequest, selection: Selection, scored: Scored) -> RankResponse:
-        rewards = self.rewards(request, selection, scored)
+        return self.ranked(request, selection, self.rewards(request, selection, scored), scored)
+
+    def ranked(self, request: RankRequest, selection: Selection, rewards: list[float], scored: Scored) -> RankResponse:
         order, chosen, rejected = rank_rewards(rewards, min_margin=request.min_margin)
         shown = order[: request.top_k] if request.top_k else order
         return RankResponse(

@@ -276,6 +276,36 @@ class VerifierSpec(BaseModel):
     )
 
 
+class VotingSpec(BaseModel):
+    """Generative judges: k sampled judgments instead of one greedy judgment (per item, per order)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k: int = Field(ge=1, description="Sampled judgments per item (and per order for pairwise judges); at most the "
+                   "server's --max-judge-votes.")
+    aggregate: Literal["mean", "majority"] = Field(
+        default="mean", description="mean: the mean of the votes' rewards; majority: the most frequent answer's "
+        "reward (a tie: the mean of the tied answers' rewards).")
+    seed: int = Field(default=0, ge=0, lt=2**63, description="Vote j is sampled from a generator seeded with "
+                      "(seed, j): the same seed gives the same judgments.")
+    temperature: float = Field(default=1.0, gt=0, le=10, allow_inf_nan=False, description="Sampling temperature.")
+
+
+class JudgmentOut(BaseModel):
+    """One judgment a generative judge wrote (`return_judgment: true`)."""
+
+    text: str = Field(description="The generated judgment, up to and with the answer prefix (empty for a judge "
+                      "that answers without reasoning).")
+    answer: str = Field(description="The answer: the sampled choice (voting), else the most probable one, else the "
+                        "one parsed from the text.")
+    reward: float = Field(description="This judgment's reward: the pointwise score (expectation over the answer "
+                          "tokens, or the parsed answer's value), or pairwise P(first shown is better).")
+    source: Literal["probabilities", "parsed"] = Field(
+        description="probabilities: read from the answer tokens at the answer position; parsed: from the text.")
+    about: list[int] = Field(default_factory=list, description="Compare/rank: the responses it judged, in the order "
+                             "shown (pairwise: [first, second]).")
+
+
 class ScoreRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_by_name=True, validate_by_alias=True)
 
@@ -302,6 +332,10 @@ class ScoreRequest(BaseModel):
         description="When the safety policy rejects an item: `reward` -> the item gets the rule's reward and "
         '`safety_action: "reject"`; `error` -> the whole request fails with 422 `safety_rejected`.',
     )
+    voting: VotingSpec | None = Field(
+        default=None, description="Generative judges: k sampled judgments per item instead of one greedy one.")
+    return_judgment: bool = Field(
+        default=False, description="Generative judges: return each item's judgments (text, answer, reward).")
 
     @field_validator("verifier", mode="before")
     @classmethod
@@ -335,6 +369,8 @@ class ScoreItemOut(BaseModel):
     model_rewards: dict[str, float] | None = Field(
         default=None, description="For an ensemble: each member model's reward."
     )
+    judgments: list[JudgmentOut] | None = Field(
+        default=None, description="Generative judges with `return_judgment`: the judgments behind the reward.")
 
 
 class Usage(BaseModel):
@@ -363,6 +399,8 @@ class ModelCard(BaseModel):
     safety_categories: list[str] = Field(description="Categories of the safety head's outputs.")
     default: bool = Field(default=False, description="Requests without `model` use this one.")
     critique: bool = Field(default=False, description="Whether /v1/critique can use it (MM-RLHF critique model).")
+    judge: Literal["pointwise", "pairwise"] | None = Field(
+        default=None, description="A generative judge's mode (its reward is read from generated judgments).")
     members: list[str] | None = Field(default=None, description="For the ensemble: its member models.")
     ensemble_method: str | None = Field(default=None, description="For the ensemble: mean or weighted_mean.")
     weights: list[float] | None = Field(default=None, description="For the ensemble: each member's weight.")

@@ -1,15 +1,17 @@
 """``/v1/score`` (and gRPC Score / ScoreStream, and offline ``rmserve score``): items in, rewards out.
 
-Per item: the model's reward, then the hybrid verifier reward when the request names a ``verifier``
-and the item a ``ground_truth``, then the safety policy when it applies (``ctx.safety_applies``:
-``return: ["safety"]`` asks for it; the server's ``safety_apply: always`` applies it regardless).
-``on_reject: "error"`` turns a rejecting policy decision into a 422 naming the item.
+Per item: the model's reward (or a pointwise generative judge's: api/judge.py), then the hybrid verifier
+reward when the request names a ``verifier`` and the item a ``ground_truth``, then the safety policy when it
+applies (``ctx.safety_applies``: ``return: ["safety"]`` asks for it; the server's ``safety_apply: always``
+applies it regardless). ``on_reject: "error"`` turns a rejecting policy decision into a 422 naming the item.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+from rmserve.api.judge import JudgeCase, JudgeSetup
 from rmserve.api.models import Selection
 from rmserve.api.pipeline import ScoringEndpoint
 from rmserve.api.protocol import ScoreItemOut, ScoreRequest, ScoreResponse
@@ -60,6 +62,24 @@ class ScoreEndpoint(ScoringEndpoint[ScoreRequest, ScoreResult]):
 
     def jobs(self, request: ScoreRequest, selection: Selection) -> list[Job]:
         return jobs_from_items(request.items)
+
+    def judge_options(self, request: ScoreRequest):
+        return request.voting, request.return_judgment
+
+    async def judge(self, request: ScoreRequest, selection: Selection, judge: JudgeSetup, *,
+                    deadline: float | None) -> ScoreResult:
+        """A pointwise judge scores each item; a pairwise judge needs two responses (compare, rank)."""
+        if judge.config.mode == "pairwise":
+            raise InvalidInput(f"model {selection.name!r} is a pairwise judge: it says which of two responses is "
+                               "better, not a score; use /v1/compare or /v1/rank", param="model",
+                               code="pairwise_judge")
+        cases = [JudgeCase(job, (job.response,), (), job.where(())) for job in self.jobs(request, selection)]
+        judged = await self.ctx.judges.run(judge, cases, voting=request.voting, deadline=deadline)
+        result = self.build(request, selection, dataclasses.replace(judged.scored, outputs=judged.outputs()))
+        if request.return_judgment:
+            for i, item in enumerate(result.response.items):
+                item.judgments = judged.judgments(i)
+        return result
 
     def build(self, request: ScoreRequest, selection: Selection, scored: Scored) -> ScoreResult:
         wanted = set(request.return_)

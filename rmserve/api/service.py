@@ -34,6 +34,7 @@ from rmserve.api.score import ScoreEndpoint
 from rmserve.api.slime import SlimeRewardEndpoint
 from rmserve.api.videos import VideoLoader
 from rmserve.engine import Engine
+from rmserve.models.judge_format import JudgeConfig
 from rmserve.safety import SafetyPolicy
 
 
@@ -102,6 +103,7 @@ class ScoreService:
                     safety_categories=list(info.safety_categories),
                     default=name == default,
                     critique=critique.can_critique(engine.model),
+                    judge=_judge_mode(engine.model),
                 )
             )
         ensemble = self.models.ensemble
@@ -128,3 +130,11 @@ class ScoreService:
                 )
             )
         return ModelList(data=cards)
+
+
+def _judge_mode(model) -> str | None:
+    """A generative judge's mode for its model card (None: a scalar reward model)."""
+    if model.judge_decoding() is None:
+        return None
+    config = JudgeConfig.of(model.extra_config)
+    return config.mode if config is not None else None

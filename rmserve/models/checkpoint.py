@@ -22,6 +22,7 @@ from transformers import (
 
 from .families import detect_family
 from .heads import HeadSpec
+from .judge_format import JudgeConfigError
 from .processors import load_processor, save_processor
 from .reward_model import DTYPES, RewardModel
 
@@ -132,7 +133,21 @@ def load_reward_model(path: str, *, device: str = "cpu", dtype: str = "float32",
                      extra_config={k: v for k, v in meta.items() if k not in known})
     state = load_file(os.path.join(path, HEADS_NAME))
     rm.heads.load_state_dict(state)
+    _check_judge(rm, meta_path)
     return rm.to_device(device, dtype).eval() if weights else rm.eval()
+
+
+def _check_judge(rm: RewardModel, meta_path: str) -> None:
+    """A ``judge`` section must work with this checkpoint: fields, single-token choices, an LM head."""
+    if "judge" not in rm.extra_config:
+        return
+    try:
+        decoding = rm.judge_decoding()
+    except JudgeConfigError as exc:
+        raise ValueError(f"{meta_path}: {exc}") from None
+    if decoding is None:
+        raise ValueError(f"{meta_path}: a judge checkpoint needs a backbone that can generate (saved with its "
+                         f"language-model head), but {rm.backbone.config.architectures} has none")
 
 
 __all__ = ["save_reward_model", "load_reward_model", "load_backbone"]

@@ -77,12 +77,13 @@ class Head(nn.Module):
         return x  # (B, out)
 
 
-def build_heads(specs: dict[str, HeadSpec], hidden_size: int) -> nn.ModuleDict:
+def build_heads(specs: dict[str, HeadSpec], hidden_size: int, *, reward_required: bool = True) -> nn.ModuleDict:
+    """``reward_required=False``: a generative judge, whose reward is read from its judgments (no heads needed)."""
     for name in specs:
         if name not in HEAD_ROLES:
             raise ValueError(f"head name {name!r} is not one of {HEAD_ROLES}")
-    if "reward" not in specs:
-        raise ValueError("a reward model needs a 'reward' head")
+    if reward_required and "reward" not in specs:
+        raise ValueError("a reward model needs a 'reward' head (or a 'judge' section: a generative judge)")
     for name in ("attributes", "safety"):
         if name in specs and not specs[name].labels:
             raise ValueError(f"the {name!r} head needs labels (one name per output)")

@@ -21,12 +21,23 @@ from ..errors import InvalidInput
 from .chunking import ChunkPolicy, plan_chunks
 from .families import detect_family, make_family
 from .heads import Head, HeadSpec, build_heads
+from .judge import generate_judgments, judge_decoding, warm_up_judge
 from .pooling import pool_last
 from .prefix import find_groups, pooled_hidden_shared
 from .prompt_cache import PromptCache
 from .rendered import carries_template, collapse_image_slots, prompt_syntax
 from .template import TurnMarkers, render, turn_markers
-from .types import EncodedItem, ModelInfo, PromptSyntax, ScoreItem, ScoreOutput, ServingOptions
+from .types import (
+    EncodedItem,
+    JudgeDecoding,
+    JudgePrompt,
+    Judgment,
+    ModelInfo,
+    PromptSyntax,
+    ScoreItem,
+    ScoreOutput,
+    ServingOptions,
+)
 from .vision_cache import VisionFeatureCache, encode_images_cached
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -66,7 +77,7 @@ class RewardModel(nn.Module):
         self.family = make_family(self.family_name, backbone, processor)
         self.tokenizer = self.family.tokenizer
         self.head_specs = dict(heads)
-        self.heads = build_heads(self.head_specs, self.hidden_size)
+        self.heads = build_heads(self.head_specs, self.hidden_size, reward_required="judge" not in (extra_config or {}))
         self.normalize = normalize or {}
         self.name = name
         self.path = path
@@ -86,6 +97,7 @@ class RewardModel(nn.Module):
         self._tokenize_lock = threading.Lock()
         self._turn_markers: TurnMarkers | None | bool = False  # False: not probed yet
         self._prompt_syntax: PromptSyntax | None | bool = False
+        self._judge_decoding: JudgeDecoding | None | bool = False
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -402,6 +414,9 @@ class RewardModel(nn.Module):
 
     @torch.inference_mode()
     def score_batch(self, items: list[EncodedItem]) -> list[ScoreOutput]:
+        if "reward" not in self.head_specs:  # a generative judge: its reward comes from generate_judgments
+            raise InvalidInput(f"model {self.name!r} has no reward head: it is a generative judge, served by "
+                               "/v1/score, /v1/compare and /v1/rank", param="model", code="judge_model")
         return self.score_outputs(self.apply_heads(self.pooled_hidden_items(items)))
 
     def score_outputs(self, out: dict[str, torch.Tensor]) -> list[ScoreOutput]:
@@ -432,7 +447,10 @@ class RewardModel(nn.Module):
         from PIL import Image
 
         images = [Image.new("RGB", (56, 56), (128, 64, 32))] if self.family.multimodal else []
-        self.score([ScoreItem(prompt="warm up", response="ok", images=images)])
+        if "reward" in self.head_specs:
+            self.score([ScoreItem(prompt="warm up", response="ok", images=images)])
+        if self.judge_decoding() is not None:
+            warm_up_judge(self, images)
 
     def enable_vision_cache(self, max_bytes: int) -> None:
         """Cache vision-encoder outputs by image content (Qwen-VL families only; others ignore it)."""
@@ -461,6 +479,16 @@ class RewardModel(nn.Module):
     def decode_text(self, ids: list[int]) -> str:
         with self._tokenize_lock:  # fast tokenizers are not safe to use from two threads at once
             return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def judge_decoding(self) -> JudgeDecoding | None:
+        """The ``judge`` section's decoding, worked out once (models/judge.py); None for a scalar model."""
+        if self._judge_decoding is False:
+            with self._tokenize_lock:
+                self._judge_decoding = judge_decoding(self)
+        return self._judge_decoding  # type: ignore[return-value]
+
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+        return generate_judgments(self, prompts, decoding)
 
     def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
         self.backbone.to(device=device, dtype=DTYPES[dtype])

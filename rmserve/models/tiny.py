@@ -216,3 +216,29 @@ def build_tiny_reward_model(family: str = "qwen2_5_vl", *, seed: int = 0, heads:
         heads = {"reward": HeadSpec(kind="mlp", width=32, activation="silu")}
     torch.manual_seed(seed + 1)
     return RewardModel.from_backbone(backbone, processor, heads=heads, name=f"tiny-{family}")
+
+
+def build_tiny_judge(family: str = "qwen2", judge: dict | None = None, *, seed: int = 0, **backbone_kwargs):
+    """A tiny generative judge (no reward head; its ``judge`` section, docs/architecture.md): random weights,
+    so its judgments are arbitrary but real generations of a real architecture."""
+    from .judge_format import JudgeConfig
+    from .reward_model import RewardModel
+
+    if family == "qwen2_seq_cls":
+        raise ValueError("a judge needs a backbone that can generate, not a sequence classifier")
+    config = JudgeConfig.from_dict(judge or TINY_JUDGE)
+    backbone, processor = build_tiny_backbone(family, seed=seed, **backbone_kwargs)
+    return RewardModel.from_backbone(backbone, processor, heads={}, name=f"tiny-judge-{family}",
+                                     extra_config={"judge": config.to_dict()})
+
+
+TINY_JUDGE = {  # a pointwise judge over the tiny tokenizer's single-token digits
+    "mode": "pointwise",
+    "template": "Question: {prompt}\nResponse: {response}\nRate the response from 1 to 5.",
+    "answer_prefix": "Score:",
+    "choices": ["1", "2", "3", "4", "5"],
+    "values": [1, 2, 3, 4, 5],
+    "reasoning": False,
+    "max_new_tokens": 16,
+    "answer_pattern": r"(\d)\s*/\s*5",
+}

@@ -123,6 +123,59 @@ class ServingOptions:
     prompt_cache_bytes: int = 0  # preprocessed image prompts by text + image hashes; 0 disables
 
 
+@dataclass
+class JudgePrompt:
+    """One judgment to generate (``ServedModel.generate_judgments``): a judge prompt already encoded.
+
+    ``prompt_ids``/``vision``: the judge's user turn (images in it, as ``encode_prompt`` gives them) and the
+    generation prompt, followed by the answer prefix's ids when the judge answers directly (no reasoning).
+    ``images``: the same images as PIL, for backends that process pixels themselves (vLLM).
+    ``seed`` None: greedy; else sampled at ``temperature`` from a generator seeded with ``seed`` alone, so a
+    row's text does not depend on its batch neighbours.
+    """
+
+    prompt_ids: list[int]
+    vision: dict[str, Any] = field(default_factory=dict)
+    images: list[Image.Image] = field(default_factory=list)
+    image_keys: tuple[str, ...] = ()
+    seed: int | None = None
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class JudgeDecoding:
+    """How a judge checkpoint decodes (from its ``judge`` section, models/judge_format.py): what a backend needs.
+
+    ``reasoning``: generate a judgment until the decoded text ends with ``answer_prefix`` (or
+    ``max_new_tokens``); else the prompt already ends with the answer prefix and nothing is generated.
+    ``choice_ids``: the answer tokens, one id each; their log-probabilities are read at the position right
+    after the answer prefix. ``prefix_ids``: the answer prefix's tokens (appended to a judge prompt without
+    reasoning).
+    """
+
+    answer_prefix: str
+    prefix_ids: tuple[int, ...]
+    choice_ids: tuple[int, ...]
+    reasoning: bool
+    max_new_tokens: int
+
+
+@dataclass
+class Judgment:
+    """What a backend returns per ``JudgePrompt``; models/judge_format.py turns it into a reward.
+
+    ``choice_logprobs``: log p(choice) over the whole vocabulary at the answer position, one per choice;
+    None when the answer prefix never appeared in the generated text (then the text is parsed).
+    ``sampled_choice``: for a sampled prompt without reasoning, the choice drawn from the choice
+    distribution (majority voting reads it); None otherwise.
+    """
+
+    text: str
+    choice_logprobs: list[float] | None
+    completion_tokens: int = 0
+    sampled_choice: int | None = None
+
+
 @dataclass(frozen=True)
 class TurnMarkers:
     """Where a chat template puts an assistant reply, learned by rendering a probe conversation.
@@ -229,4 +282,16 @@ class ServedModel(ScoringModel, Protocol):
 
     def decode_text(self, ids: list[int]) -> str:
         """Token ids as text, special tokens skipped; safe to call from any thread."""
+        ...
+
+    # ── generative judges (api/judge.py, models/judge.py, models/judge_format.py) ──
+    def judge_decoding(self) -> JudgeDecoding | None:
+        """How this judge checkpoint decodes (its ``judge`` section, checked at load); None for a model that
+        is not a generative judge or cannot generate."""
+        ...
+
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+        """One ``Judgment`` per prompt, in order (worker thread only, via ``Engine.run_exclusive``): the
+        judgment text (greedy, or sampled with the prompt's seed) and the answer tokens' log-probabilities at
+        the answer position. Raises InvalidInput(code="unsupported_task") when the backend cannot."""
         ...

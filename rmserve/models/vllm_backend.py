@@ -287,6 +287,14 @@ class VllmRewardModel:
             streamer.end()
         return tokens
 
+    # ---- generative judges: not on this backend yet (models/judge.py is the transformers path) --------
+    def judge_decoding(self):
+        return self.encoder.judge_decoding()
+
+    def generate_judgments(self, prompts, decoding):
+        raise InvalidInput("the vllm backend does not generate judgments; serve this judge with --backend "
+                           "transformers", param="model", code="unsupported_task")
+
     # ---- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
         """Shut the vLLM engines down and remove the staging directory (also done at interpreter exit)."""
@@ -323,6 +331,9 @@ def load_vllm_reward_model(path: str, settings: VllmSettings | None = None) -> V
     except ImportError as exc:
         raise RuntimeError(f"--backend vllm needs vLLM: pip install 'rmserve[vllm]' ({exc})") from exc
     encoder = load_reward_model(path, weights=False)
+    if "judge" in encoder.extra_config:  # ServedModel.generate_judgments is where a vLLM judge path would go
+        raise ValueError(f"{path} is a generative judge; the vllm backend does not serve judges yet: use "
+                         "--backend transformers")
     mode = "classify" if encoder.family_name == "seq_cls" else "embed"
     if mode == "classify" and set(encoder.head_specs) != {"reward"}:
         raise ValueError(f"{path}: a sequence classifier with extra heads ({sorted(encoder.head_specs)}) cannot run "

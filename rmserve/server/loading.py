@@ -78,6 +78,7 @@ def build_service(engines: Engine | Mapping[str, Engine], config: ServerConfig) 
         )
     limits = ServiceLimits(
         max_items_per_request=config.max_items_per_request,
+        max_judge_votes=config.max_judge_votes,
         max_images_per_item=config.max_images_per_item,
         max_pixels_per_item=config.max_pixels_per_item,
         images=image_limits,

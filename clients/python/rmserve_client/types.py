@@ -97,26 +97,39 @@ class ScoreResult:
 @dataclass(frozen=True)
 class CompareResult:
     """Pairwise preference: ``prob_a_better`` = sigmoid(reward_a - reward_b), ``margin`` = reward_a - reward_b,
-    and MM-DPO's dynamic ``beta`` = beta0 * (1 + w * (1 - exp(-k * |margin|)))."""
+    and MM-DPO's dynamic ``beta`` = beta0 * (1 + w * (1 - exp(-k * |margin|))).
 
-    reward_a: float
-    reward_b: float
+    A pairwise generative judge gives no per-response rewards (``reward_a``, ``reward_b``, ``margin``, ``beta``
+    are None): ``prob_a_better`` is the mean of ``prob_a_better_ab`` (a shown first) and ``prob_a_better_ba``."""
+
+    reward_a: float | None
+    reward_b: float | None
     prob_a_better: float
-    margin: float
+    margin: float | None
     beta: float | None = None
     model: str | None = None
+    prob_a_better_ab: float | None = None
+    prob_a_better_ba: float | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CompareResult:
-        a, b = float(data["reward_a"]), float(data["reward_b"])
-        beta = data.get("beta")
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if value is not None else None
+
+        a, b = number("reward_a"), number("reward_b")
+        margin = number("margin")
+        if margin is None and a is not None and b is not None:
+            margin = a - b
         return cls(
             reward_a=a,
             reward_b=b,
             prob_a_better=float(data["prob_a_better"]),
-            margin=float(data.get("margin", a - b)),
-            beta=float(beta) if beta is not None else None,
+            margin=margin,
+            beta=number("beta"),
             model=data.get("model") or None,
+            prob_a_better_ab=number("prob_a_better_ab"),
+            prob_a_better_ba=number("prob_a_better_ba"),
         )
 
 

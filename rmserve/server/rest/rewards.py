@@ -46,12 +46,16 @@ async def score(
     return result.response
 
 
-@router.post("/v1/compare", response_model=CompareResponse, responses=ERRORS, summary="Compare two responses")
+# exclude_unset: the generative-judge fields appear only when a judge set them (a pairwise judge's
+# reward_a/reward_b/margin/beta are set to null, explicitly); a scalar model's answer keeps its shape.
+@router.post("/v1/compare", response_model=CompareResponse, response_model_exclude_unset=True, responses=ERRORS,
+             summary="Compare two responses")
 async def compare(body: CompareRequest, request: Request, service: Service, deadline: Deadline):
     return await answer(request, service.compare(body, deadline=deadline))
 
 
-@router.post("/v1/rank", response_model=RankResponse, responses=ERRORS, summary="Rank N responses (best-of-N, DPO)")
+@router.post("/v1/rank", response_model=RankResponse, response_model_exclude_unset=True, responses=ERRORS,
+             summary="Rank N responses (best-of-N, DPO)")
 async def rank(body: RankRequest, request: Request, service: Service, deadline: Deadline):
     return await answer(request, service.rank(body, deadline=deadline))
 

@@ -104,7 +104,7 @@ class Error(_message.Message):
     def __init__(self, message: _Optional[str] = ..., type: _Optional[str] = ..., param: _Optional[str] = ..., code: _Optional[str] = ..., retry_after_s: _Optional[float] = ...) -> None: ...
 
 class ScoreResult(_message.Message):
-    __slots__ = ("id", "reward", "attributes", "safety", "raw_reward", "error", "verified", "flagged", "flagged_categories", "safety_action", "model_rewards")
+    __slots__ = ("id", "reward", "attributes", "safety", "raw_reward", "error", "verified", "flagged", "flagged_categories", "safety_action", "model_rewards", "judgments")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +137,7 @@ class ScoreResult(_message.Message):
     FLAGGED_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     SAFETY_ACTION_FIELD_NUMBER: _ClassVar[int]
     MODEL_REWARDS_FIELD_NUMBER: _ClassVar[int]
+    JUDGMENTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     reward: float
     attributes: _containers.ScalarMap[str, float]
@@ -148,7 +149,8 @@ class ScoreResult(_message.Message):
     flagged_categories: _containers.RepeatedScalarFieldContainer[str]
     safety_action: str
     model_rewards: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., attributes: _Optional[_Mapping[str, float]] = ..., safety: _Optional[_Mapping[str, float]] = ..., raw_reward: _Optional[float] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., verified: _Optional[bool] = ..., flagged: _Optional[bool] = ..., flagged_categories: _Optional[_Iterable[str]] = ..., safety_action: _Optional[str] = ..., model_rewards: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    judgments: _containers.RepeatedCompositeFieldContainer[Judgment]
+    def __init__(self, id: _Optional[str] = ..., reward: _Optional[float] = ..., attributes: _Optional[_Mapping[str, float]] = ..., safety: _Optional[_Mapping[str, float]] = ..., raw_reward: _Optional[float] = ..., error: _Optional[_Union[Error, _Mapping]] = ..., verified: _Optional[bool] = ..., flagged: _Optional[bool] = ..., flagged_categories: _Optional[_Iterable[str]] = ..., safety_action: _Optional[str] = ..., model_rewards: _Optional[_Mapping[str, float]] = ..., judgments: _Optional[_Iterable[_Union[Judgment, _Mapping]]] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("items", "prompt_tokens", "total_tokens")
@@ -168,18 +170,48 @@ class Verifier(_message.Message):
     tolerance: float
     def __init__(self, name: _Optional[str] = ..., tolerance: _Optional[float] = ...) -> None: ...
 
+class Voting(_message.Message):
+    __slots__ = ("k", "aggregate", "seed", "temperature")
+    K_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    aggregate: str
+    seed: int
+    temperature: float
+    def __init__(self, k: _Optional[int] = ..., aggregate: _Optional[str] = ..., seed: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
+
+class Judgment(_message.Message):
+    __slots__ = ("text", "answer", "reward", "source", "about")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ABOUT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    answer: str
+    reward: float
+    source: str
+    about: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, text: _Optional[str] = ..., answer: _Optional[str] = ..., reward: _Optional[float] = ..., source: _Optional[str] = ..., about: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class ScoreRequest(_message.Message):
-    __slots__ = ("model", "items", "verifier", "on_reject")
+    __slots__ = ("model", "items", "verifier", "on_reject", "voting", "return_judgment")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     RETURN_FIELD_NUMBER: _ClassVar[int]
     VERIFIER_FIELD_NUMBER: _ClassVar[int]
     ON_REJECT_FIELD_NUMBER: _ClassVar[int]
+    VOTING_FIELD_NUMBER: _ClassVar[int]
+    RETURN_JUDGMENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     items: _containers.RepeatedCompositeFieldContainer[ScoreItem]
     verifier: Verifier
     on_reject: str
-    def __init__(self, model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., verifier: _Optional[_Union[Verifier, _Mapping]] = ..., on_reject: _Optional[str] = ..., **kwargs) -> None: ...
+    voting: Voting
+    return_judgment: bool
+    def __init__(self, model: _Optional[str] = ..., items: _Optional[_Iterable[_Union[ScoreItem, _Mapping]]] = ..., verifier: _Optional[_Union[Verifier, _Mapping]] = ..., on_reject: _Optional[str] = ..., voting: _Optional[_Union[Voting, _Mapping]] = ..., return_judgment: _Optional[bool] = ..., **kwargs) -> None: ...
 
 class ScoreResponse(_message.Message):
     __slots__ = ("items", "model", "usage")
@@ -192,7 +224,7 @@ class ScoreResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[ScoreResult, _Mapping]]] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
 
 class CompareRequest(_message.Message):
-    __slots__ = ("model", "prompt", "messages", "images", "response_a", "response_b", "beta0", "w", "k", "truncate", "apply_safety")
+    __slots__ = ("model", "prompt", "messages", "images", "response_a", "response_b", "beta0", "w", "k", "truncate", "apply_safety", "voting", "return_judgment")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +236,8 @@ class CompareRequest(_message.Message):
     K_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     APPLY_SAFETY_FIELD_NUMBER: _ClassVar[int]
+    VOTING_FIELD_NUMBER: _ClassVar[int]
+    RETURN_JUDGMENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -215,10 +249,12 @@ class CompareRequest(_message.Message):
     k: float
     truncate: bool
     apply_safety: bool
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., beta0: _Optional[float] = ..., w: _Optional[float] = ..., k: _Optional[float] = ..., truncate: _Optional[bool] = ..., apply_safety: _Optional[bool] = ...) -> None: ...
+    voting: Voting
+    return_judgment: bool
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., response_a: _Optional[str] = ..., response_b: _Optional[str] = ..., beta0: _Optional[float] = ..., w: _Optional[float] = ..., k: _Optional[float] = ..., truncate: _Optional[bool] = ..., apply_safety: _Optional[bool] = ..., voting: _Optional[_Union[Voting, _Mapping]] = ..., return_judgment: _Optional[bool] = ...) -> None: ...
 
 class CompareResponse(_message.Message):
-    __slots__ = ("reward_a", "reward_b", "prob_a_better", "margin", "beta", "model", "usage")
+    __slots__ = ("reward_a", "reward_b", "prob_a_better", "margin", "beta", "model", "usage", "prob_a_better_ab", "prob_a_better_ba", "judgments")
     REWARD_A_FIELD_NUMBER: _ClassVar[int]
     REWARD_B_FIELD_NUMBER: _ClassVar[int]
     PROB_A_BETTER_FIELD_NUMBER: _ClassVar[int]
@@ -226,6 +262,9 @@ class CompareResponse(_message.Message):
     BETA_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    PROB_A_BETTER_AB_FIELD_NUMBER: _ClassVar[int]
+    PROB_A_BETTER_BA_FIELD_NUMBER: _ClassVar[int]
+    JUDGMENTS_FIELD_NUMBER: _ClassVar[int]
     reward_a: float
     reward_b: float
     prob_a_better: float
@@ -233,10 +272,13 @@ class CompareResponse(_message.Message):
     beta: float
     model: str
     usage: Usage
-    def __init__(self, reward_a: _Optional[float] = ..., reward_b: _Optional[float] = ..., prob_a_better: _Optional[float] = ..., margin: _Optional[float] = ..., beta: _Optional[float] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    prob_a_better_ab: float
+    prob_a_better_ba: float
+    judgments: _containers.RepeatedCompositeFieldContainer[Judgment]
+    def __init__(self, reward_a: _Optional[float] = ..., reward_b: _Optional[float] = ..., prob_a_better: _Optional[float] = ..., margin: _Optional[float] = ..., beta: _Optional[float] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., prob_a_better_ab: _Optional[float] = ..., prob_a_better_ba: _Optional[float] = ..., judgments: _Optional[_Iterable[_Union[Judgment, _Mapping]]] = ...) -> None: ...
 
 class RankRequest(_message.Message):
-    __slots__ = ("model", "prompt", "messages", "images", "responses", "top_k", "min_margin", "truncate", "apply_safety")
+    __slots__ = ("model", "prompt", "messages", "images", "responses", "top_k", "min_margin", "truncate", "apply_safety", "voting", "return_judgment")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -246,6 +288,8 @@ class RankRequest(_message.Message):
     MIN_MARGIN_FIELD_NUMBER: _ClassVar[int]
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     APPLY_SAFETY_FIELD_NUMBER: _ClassVar[int]
+    VOTING_FIELD_NUMBER: _ClassVar[int]
+    RETURN_JUDGMENT_FIELD_NUMBER: _ClassVar[int]
     model: str
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -255,7 +299,9 @@ class RankRequest(_message.Message):
     min_margin: float
     truncate: bool
     apply_safety: bool
-    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., min_margin: _Optional[float] = ..., truncate: _Optional[bool] = ..., apply_safety: _Optional[bool] = ...) -> None: ...
+    voting: Voting
+    return_judgment: bool
+    def __init__(self, model: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., responses: _Optional[_Iterable[str]] = ..., top_k: _Optional[int] = ..., min_margin: _Optional[float] = ..., truncate: _Optional[bool] = ..., apply_safety: _Optional[bool] = ..., voting: _Optional[_Union[Voting, _Mapping]] = ..., return_judgment: _Optional[bool] = ...) -> None: ...
 
 class Ranked(_message.Message):
     __slots__ = ("index", "reward")
@@ -266,20 +312,22 @@ class Ranked(_message.Message):
     def __init__(self, index: _Optional[int] = ..., reward: _Optional[float] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("ranking", "chosen_index", "rejected_index", "margin", "model", "usage")
+    __slots__ = ("ranking", "chosen_index", "rejected_index", "margin", "model", "usage", "judgments")
     RANKING_FIELD_NUMBER: _ClassVar[int]
     CHOSEN_INDEX_FIELD_NUMBER: _ClassVar[int]
     REJECTED_INDEX_FIELD_NUMBER: _ClassVar[int]
     MARGIN_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
+    JUDGMENTS_FIELD_NUMBER: _ClassVar[int]
     ranking: _containers.RepeatedCompositeFieldContainer[Ranked]
     chosen_index: int
     rejected_index: int
     margin: float
     model: str
     usage: Usage
-    def __init__(self, ranking: _Optional[_Iterable[_Union[Ranked, _Mapping]]] = ..., chosen_index: _Optional[int] = ..., rejected_index: _Optional[int] = ..., margin: _Optional[float] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ...) -> None: ...
+    judgments: _containers.RepeatedCompositeFieldContainer[Judgment]
+    def __init__(self, ranking: _Optional[_Iterable[_Union[Ranked, _Mapping]]] = ..., chosen_index: _Optional[int] = ..., rejected_index: _Optional[int] = ..., margin: _Optional[float] = ..., model: _Optional[str] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., judgments: _Optional[_Iterable[_Union[Judgment, _Mapping]]] = ...) -> None: ...
 
 class CritiqueRequest(_message.Message):
     __slots__ = ("model", "prompt", "messages", "images", "response", "max_new_tokens", "truncate")
