@@ -78,7 +78,7 @@ test-long: install
 # make soak          days of uptime, compressed: SOAK_REQUESTS fresh-image GRPO requests on one server with its
 #                    caches full; RSS and throughput curves -> bench/results/soak/ (not in CI; ~35 min for
 #                    100,000 on 2 cores; SOAK_ARGS="--seconds 600" bounds it)
-# make bench-replicas 3 replicas behind nginx: routing key vs round robin vs 3 independent servers
+# make bench-replicas 3 replicas behind nginx: routing key vs no key vs the replicas fed whole groups directly
 #                    -> bench/results/replicas/ (~6 min; BENCH_REPLICAS_ARGS="--seconds 60")
 SOAK_REQUESTS ?= 100000
 SOAK_ARGS ?=

@@ -1,6 +1,7 @@
 """Run as a process (the gRPC experiment flag must be set before gRPC starts): three in-process servers
 behind one channel whose ``ring_hash`` policy hashes the ``x-rmserve-group`` metadata; prints, per key,
-how many of its calls each server got (JSON). Used by tests/test_client_routing.py."""
+how many of its unary calls and of its one ScoreStream call each server got (JSON). Used by
+tests/test_client_routing.py."""
 
 from __future__ import annotations
 
@@ -31,10 +32,17 @@ def main() -> int:
         with RewardClient("grpc://" + servers[0].grpc_target, transport=transport) as c:
             out = {}
             for g in range(8):
+                prompt = f"Group {g}: what is shown?"
                 before = [grpc_calls(s.rest_url) for s in servers]
                 for i in range(4):
-                    c.score(prompt=f"Group {g}: what is shown?", response=f"Answer {i}.")
-                out[g] = [grpc_calls(s.rest_url) - b for s, b in zip(servers, before, strict=True)]
+                    c.score(prompt=prompt, response=f"Answer {i}.")
+                middle = [grpc_calls(s.rest_url) for s in servers]
+                # The same group as one ScoreStream (routed by its first item's key): one call, same backend.
+                results = list(c.score_stream({"prompt": prompt, "response": f"Answer {i}."} for i in range(4)))
+                assert len(results) == 4 and all(r.ok for r in results), results
+                after = [grpc_calls(s.rest_url) for s in servers]
+                out[g] = {"unary": [m - b for m, b in zip(middle, before, strict=True)],
+                          "stream": [a - m for a, m in zip(after, middle, strict=True)]}
     json.dump(out, sys.stdout)
     return 0
 

@@ -136,3 +136,35 @@ def test_local_files_only_with_a_base_dir(tmp_path):
     assert ImageLoader(LIMITS, base_dir=str(tmp_path)).load("cat.png", param="x").width == 3
     with pytest.raises(InvalidInput):  # the server never reads local paths
         ImageLoader(LIMITS).load("cat.png", param="x")
+
+
+def test_a_group_loading_the_same_image_at_once_decodes_it_once(monkeypatch):
+    """A GRPO group's G requests arrive together: one decode, the others wait for it (1 miss, G-1 hits)."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rmserve.api import images as images_module
+
+    decodes = []
+    real_decode = images_module.decode_image_bytes
+
+    def slow_decode(raw, limits, *, param=None):
+        decodes.append(param)
+        time.sleep(0.3)
+        return real_decode(raw, limits, param=param)
+
+    monkeypatch.setattr(images_module, "decode_image_bytes", slow_decode)
+    cache = ImageCache(max_bytes=10_000_000)
+    loader = ImageLoader(LIMITS, cache)
+    url = data_url(png_bytes(color=(9, 8, 7)))
+    start = threading.Barrier(8)
+
+    def load(i):
+        start.wait()
+        return loader.load(url, param=f"items.{i}.images.0")
+
+    with ThreadPoolExecutor(8) as pool:
+        loaded = list(pool.map(load, range(8)))
+    assert len(decodes) == 1 and all(image is loaded[0] for image in loaded)
+    assert (cache.hits, cache.misses) == (7, 1)

@@ -168,8 +168,114 @@ def test_grpc_ring_hash_keeps_a_group_on_one_backend_without_a_proxy():
                          env=env, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     per_group = json.loads(out.stdout.strip().splitlines()[-1])
-    assert all(sorted(calls) == [0, 0, 4] for calls in per_group.values()), per_group
-    assert len({calls.index(4) for calls in per_group.values()}) >= 2, per_group  # spread over backends
+    assert all(sorted(calls["unary"]) == [0, 0, 4] for calls in per_group.values()), per_group
+    assert len({calls["unary"].index(4) for calls in per_group.values()}) >= 2, per_group  # spread over backends
+    # Each group's ScoreStream goes where its unary calls went (without the key: a random backend per stream).
+    assert all(calls["stream"] == [int(n == 4) for n in calls["unary"]] for calls in per_group.values()), per_group
+
+
+def test_group_hash_channel_refuses_to_start_without_grpcs_flag(monkeypatch):
+    """Without the flag grpcio ignores requestHashHeader and hashes every call at random: no affinity, silently."""
+    from rmserve_client._grpc import group_hash_channel
+
+    monkeypatch.delenv("GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY", raising=False)
+    with pytest.raises(RuntimeError, match="GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY=true"):
+        group_hash_channel("ipv4:127.0.0.1:1")
+
+
+class _MetadataRecorder(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """(RPC method, x-rmserve-group) of every call a sync channel makes."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, str | None]] = []
+
+    def _record(self, details):
+        self.seen.append((details.method.rsplit("/", 1)[-1], dict(details.metadata or ()).get(ROUTING_HEADER)))
+
+    def intercept_unary_unary(self, continuation, details, request):
+        self._record(details)
+        return continuation(details, request)
+
+    def intercept_stream_stream(self, continuation, details, request_iterator):
+        self._record(details)
+        return continuation(details, request_iterator)
+
+
+def _streams() -> tuple[list[dict], list[dict], dict[str, str]]:
+    """A GRPO group as one stream, and a stream that starts with group B and then mixes in group C."""
+    image_a, image_c = png_bytes(color=(1, 2, 3)), png_bytes(color=(4, 5, 6))
+    group_a = [{"prompt": "What is shown?", "images": [image_a], "response": f"answer {i}"} for i in range(3)]
+    mixed = [{"prompt": "Count them.", "response": "two", "group": "B"},
+             {"prompt": "What colour?", "images": [image_c], "response": "red"}]
+    keys = {"A": routing_key({"items": [{"prompt": "What is shown?", "images": [load_image(image_a)]}]}),
+            "B": routing_key({"items": [{"group": "B"}]}),
+            "C": routing_key({"items": [{"prompt": "What colour?", "images": [load_image(image_c)]}]})}
+    return group_a, mixed, keys
+
+
+def test_grpc_score_stream_carries_its_first_items_key_and_uploads_follow_it():
+    """gRPC sends metadata once, at the start of the call: a ScoreStream is routed by its first item (and the
+    images its later items upload go to that same replica, where the stream will refer to them)."""
+    from rmserve_client._grpc import GrpcTransport
+
+    group_a, mixed, keys = _streams()
+    recorder = _MetadataRecorder()
+    with served(FakeRewardModel()) as server:
+        channel = grpc.intercept_channel(grpc.insecure_channel(server.grpc_target), recorder)
+        with RewardClient(server.grpc_url, transport=GrpcTransport(server.grpc_url, channel=channel)) as client:
+            assert all(r.ok for r in client.score_stream(group_a))
+            assert all(r.ok for r in client.score_stream(mixed))
+        channel = grpc.intercept_channel(grpc.insecure_channel(server.grpc_target), off := _MetadataRecorder())
+        with RewardClient(server.grpc_url, transport=GrpcTransport(server.grpc_url, channel=channel),
+                          routing=False, upload_images=False) as client:
+            assert all(r.ok for r in client.score_stream(group_a))
+    # (the call starts first; its items, and the uploads they need, follow)
+    assert recorder.seen == [("ScoreStream", keys["A"]), ("UploadImage", keys["A"]),
+                             ("ScoreStream", keys["B"]), ("UploadImage", keys["B"])], recorder.seen
+    assert off.seen == [("ScoreStream", None)]
+
+
+def test_async_grpc_score_stream_carries_its_first_items_key(monkeypatch):
+    import asyncio
+
+    from rmserve_client import AsyncRewardClient
+
+    seen: list[tuple[str, str | None]] = []
+
+    def record(details):
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        seen.append((method.rsplit("/", 1)[-1], dict(details.metadata or ()).get(ROUTING_HEADER)))
+
+    class Unary(grpc.aio.UnaryUnaryClientInterceptor):  # grpc.aio files an interceptor under one kind only
+        async def intercept_unary_unary(self, continuation, details, request):
+            record(details)
+            return await continuation(details, request)
+
+    class Stream(grpc.aio.StreamStreamClientInterceptor):
+        async def intercept_stream_stream(self, continuation, details, request_iterator):
+            record(details)
+            return await continuation(details, request_iterator)
+
+    real_channel = grpc.aio.insecure_channel
+    monkeypatch.setattr(grpc.aio, "insecure_channel",
+                        lambda target, **kw: real_channel(target, interceptors=[Unary(), Stream()], **kw))
+    group_a, mixed, keys = _streams()
+
+    async def rollouts(items):  # rollouts as they finish
+        for item in items:
+            await asyncio.sleep(0)
+            yield item
+
+    async def run(url):
+        async with AsyncRewardClient(url) as client:
+            assert all([r.ok async for r in client.score_stream(rollouts(group_a))])
+            assert all([r.ok async for r in client.score_stream(mixed)])
+            assert [r async for r in client.score_stream(rollouts([]))] == []  # nothing to route: no call
+
+    with served(FakeRewardModel()) as server:
+        asyncio.run(run(server.grpc_url))
+    assert seen == [("ScoreStream", keys["A"]), ("UploadImage", keys["A"]),
+                    ("ScoreStream", keys["B"]), ("UploadImage", keys["B"])], seen
 
 
 def test_a_group_id_routes_and_stays_out_of_the_body():

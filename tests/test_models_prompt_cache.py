@@ -61,3 +61,39 @@ def test_prompt_cache_is_bounded_in_bytes():
     assert cache.get(0) is None and cache.get(4) is not None
     cache.put("huge", [1], {"pixel_values": torch.zeros(10_000)})  # larger than the whole cache: skipped
     assert cache.get("huge") is None and len(cache) == 3
+
+
+def test_a_group_preprocessing_at_once_runs_the_processor_once(tiny_models, monkeypatch):
+    """The G requests of a group are preprocessed in parallel threads: one runs the processor, the others wait."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_models("qwen2_5_vl")
+    image = random_image(56, 42, seed=5)
+    runs = []
+    real = model.family.tokenize_prompt
+
+    def slow(*args, **kwargs):
+        runs.append(1)
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.family, "tokenize_prompt", slow)
+    model.enable_prompt_cache(64 << 20)
+    start = threading.Barrier(4)
+
+    def encode(k):
+        start.wait()
+        return model.encode(ScoreItem(prompt="What is shown?", response=f"take {k}", images=[image],
+                                      image_hashes=["c" * 64]))
+
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            encoded = list(pool.map(encode, range(4)))
+        assert len(runs) == 1
+        assert model.prompt_cache.stats()["misses"] == 1 and model.prompt_cache.stats()["hits"] == 3
+        assert len({e.prefix_len for e in encoded}) == 1 and all(e.vision.keys() == encoded[0].vision.keys()
+                                                                 for e in encoded)
+    finally:
+        model.prompt_cache = None

@@ -1,7 +1,7 @@
 """Replicas behind a real proxy (nginx, HAProxy from Debian's packages): `make test-replicas`.
 
 - affinity: the client's ``x-rmserve-group`` keeps each GRPO group on one replica (REST through both
-  proxies, gRPC through nginx);
+  proxies, gRPC through nginx: unary calls, and a ScoreStream by its first item's key);
 - failover: three replicas under GRPO load with images, one ``kill -9``-ed mid-run: the proxy sends the
   requests it had in flight there to another replica (scoring is idempotent), nothing is lost, every
   reward is the model's own.
@@ -25,8 +25,8 @@ pytestmark = pytest.mark.replicas
 SERVE = ["--log-level", "warning", "--max-wait-ms", "5", "--preprocess-workers", "1"]
 
 
-def _score_counts(cluster: Cluster, grpc: bool = False) -> list[float]:
-    parts = ('method="GRPC"', 'Score"') if grpc else ('endpoint="/v1/score"',)
+def _score_counts(cluster: Cluster, grpc: bool = False, rpc: str = "Score") -> list[float]:
+    parts = ('method="GRPC"', f'{rpc}"') if grpc else ('endpoint="/v1/score"',)
     return [total(m, "rmserve_requests_total", *parts) for m in cluster.metrics()]
 
 
@@ -48,6 +48,14 @@ def test_a_group_stays_on_one_replica(default_model_dir, proxy):
                     moved = [round(b - a) for a, b in zip(before, after, strict=True)]
                     assert sorted(moved) == [0, 0, 4], (kind, g, moved)  # all four on one replica
                     homes.append(moved.index(4))
+                    if kind == "grpc":  # the group again as one ScoreStream: its first item's key, same replica
+                        before = _score_counts(cluster, grpc=True, rpc="ScoreStream")
+                        stream = [{"prompt": f"Group {g}: what is shown?", "images": [image], "response": f"Again {i}."}
+                                  for i in range(4)]
+                        assert all(r.ok for r in client.score_stream(stream))
+                        after = _score_counts(cluster, grpc=True, rpc="ScoreStream")
+                        streamed = [round(b - a) for a, b in zip(before, after, strict=True)]
+                        assert streamed == [int(n == 4) for n in moved], (g, moved, streamed)
             assert len(set(homes)) >= 2, (kind, homes)  # and the groups spread over the replicas
 
 

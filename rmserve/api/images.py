@@ -232,14 +232,15 @@ class ImageLoader:
             raise InvalidInput('image must be a data URL string or a {"sha256": ...} object', param=param)
         else:
             raw = self._read_spec(spec, param)
-        if self.cache is not None:
-            found = self.cache.get(hashlib.sha256(raw).hexdigest())
-            if found is not None:
-                return found
-        decoded = decode_image_bytes(raw, self.limits, param=param)
-        if self.cache is not None:
-            self.cache.put(decoded)
-        return decoded
+        if self.cache is None:
+            return decode_image_bytes(raw, self.limits, param=param)
+
+        def decode() -> tuple[DecodedImage, int]:
+            decoded = decode_image_bytes(raw, self.limits, param=param)
+            return decoded, decoded.nbytes
+
+        # A GRPO group's G requests carry the same image and arrive together: one decodes, the others wait for it.
+        return self.cache.get_or_compute(hashlib.sha256(raw).hexdigest(), decode)
 
     def _read_spec(self, spec: str, param: Param) -> bytes:
         """The file bytes a string image names: a local file (offline scoring), a URL, or base64."""

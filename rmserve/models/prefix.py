@@ -96,7 +96,8 @@ def pooled_hidden_shared(model, items: list[EncodedItem], groups: list[list[int]
 def _run_prefixes(model, items: list[EncodedItem], groups: list[list[int]]) -> tuple[DynamicCache, torch.Tensor]:
     """One left-padded pass over the groups' prompts (+ images): the KV cache and the prefix mask."""
     prefixes = [_prefix_item(items[g[0]]) for g in groups]
-    prefix_batch = model.collate(prefixes, padding_side="left").to(model.device)
+    # Each prefix's images serve its group's len(g) responses (what the vision cache counts as uses).
+    prefix_batch = model.collate(prefixes, padding_side="left", rows_per_item=[len(g) for g in groups]).to(model.device)
     cache = DynamicCache(config=model.backbone.config)
     with_cache = {cache_argument(type(model.base_model())): cache, "use_cache": True}
     model.base_model()(input_ids=prefix_batch.input_ids, attention_mask=prefix_batch.attention_mask,

@@ -23,7 +23,12 @@ def _nbytes(vision: dict) -> int:
 
 class PromptCache(ByteLRU[tuple[list[int], dict]]):
     def put(self, key: Hashable, ids: list[int], vision: dict) -> None:  # type: ignore[override]
-        super().put(key, (ids, vision), _nbytes(vision) + 8 * len(ids))
+        super().put(key, *self.entry(ids, vision))
+
+    @staticmethod
+    def entry(ids: list[int], vision: dict) -> tuple[tuple[list[int], dict], int]:
+        """(value, size in bytes) as stored, for ``get_or_compute``; the stored copies are never handed out."""
+        return (list(ids), dict(vision)), _nbytes(vision) + 8 * len(ids)
 
 
 __all__ = ["PromptCache"]

@@ -51,11 +51,15 @@ class Batch:
     model_inputs: dict  # positions and vision tensors for the backbone
     image_keys: list[str] = field(default_factory=list)  # one content key per image, in batch order
     video_keys: list[str] = field(default_factory=list)  # one content key per video, in batch order
+    # How many scored rows use each image / video (a shared prefix's images serve its whole group); empty: 1 each.
+    # Only the vision cache's hit/miss counts read them.
+    image_uses: list[int] = field(default_factory=list)
+    video_uses: list[int] = field(default_factory=list)
 
     def to(self, device) -> Batch:
         moved = {k: _to(v, device) for k, v in self.model_inputs.items()}
         return Batch(self.input_ids.to(device), self.attention_mask.to(device), moved, self.image_keys,
-                     self.video_keys)
+                     self.video_keys, self.image_uses, self.video_uses)
 
 
 def _to(value, device):
@@ -249,19 +253,18 @@ class RewardModel(nn.Module):
 
     def _tokenize_prompt_cached(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
         """Prompt ids and processor tensors, from ``prompt_cache`` when the same prompt + images came before."""
-        key = None
+        def tokenize() -> tuple[list[int], dict]:
+            with self._tokenize_lock:
+                return self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
+                                                   videos=item.videos)
+
         keyed = len(item.image_hashes) == len(item.images) and all(v.key for v in item.videos)
-        if self.prompt_cache is not None and (item.images or item.videos) and keyed:
-            key = (prompt_text, templated, tuple(item.image_hashes), tuple(v.key for v in item.videos))
-            cached = self.prompt_cache.get(key)
-            if cached is not None:
-                return list(cached[0]), dict(cached[1])
-        with self._tokenize_lock:
-            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
-                                                             videos=item.videos)
-        if key is not None:
-            self.prompt_cache.put(key, list(prompt_ids), dict(vision))
-        return prompt_ids, vision
+        if self.prompt_cache is None or not (item.images or item.videos) or not keyed:
+            return tokenize()
+        key = (prompt_text, templated, tuple(item.image_hashes), tuple(v.key for v in item.videos))
+        # A group's G requests preprocess at the same time: one runs the processor, the others wait for it.
+        ids, vision = self.prompt_cache.get_or_compute(key, lambda: PromptCache.entry(*tokenize()))
+        return list(ids), dict(vision)
 
     def enable_prompt_cache(self, max_bytes: int) -> None:
         """Cache preprocessed prompts that carry images (by prompt text + image content hashes)."""
@@ -328,7 +331,9 @@ class RewardModel(nn.Module):
             return len(self.tokenizer(markers.assistant_start, add_special_tokens=False)["input_ids"])
 
     # ---- batching and forward -----------------------------------------------------------------
-    def collate(self, items: list[EncodedItem], padding_side: str | None = None) -> Batch:
+    def collate(self, items: list[EncodedItem], padding_side: str | None = None,
+                rows_per_item: list[int] | None = None) -> Batch:
+        """``rows_per_item``: how many scored rows each item stands for (a group's prefix: its G responses)."""
         side = padding_side or self.padding_side
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
@@ -341,10 +346,13 @@ class RewardModel(nn.Module):
             sl = slice(0, n) if side == "right" else slice(length - n, length)
             input_ids[row, sl] = torch.tensor(it.input_ids)
             attention_mask[row, sl] = 1
-        keys = [k for it in items if "pixel_values" in it.vision for k in it.image_keys]
-        video_keys = [k for it in items for k in it.video_keys]
-        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask), keys,
-                     video_keys)
+        rows = rows_per_item or [1] * len(items)
+        with_pixels = [(it, n) for it, n in zip(items, rows, strict=True) if "pixel_values" in it.vision]
+        return Batch(input_ids, attention_mask, self.family.batch_inputs(items, input_ids, attention_mask),
+                     image_keys=[k for it, _ in with_pixels for k in it.image_keys],
+                     video_keys=[k for it in items for k in it.video_keys],
+                     image_uses=[n for it, n in with_pixels for _ in it.image_keys],
+                     video_uses=[n for it, n in zip(items, rows, strict=True) for _ in it.video_keys])
 
     def base_model(self):
         return getattr(self.backbone, "model", None) or self.backbone.base_model
@@ -363,11 +371,12 @@ class RewardModel(nn.Module):
         outputs = {}
         if "image_grid_thw" in inputs:
             feats = encode_images_cached(self.base_model(), self.vision_cache, inputs.pop("pixel_values"),
-                                         inputs["image_grid_thw"], batch.image_keys)
+                                         inputs["image_grid_thw"], batch.image_keys, uses=batch.image_uses)
             outputs["image"] = BaseModelOutputWithPooling(pooler_output=feats)
         if "video_grid_thw" in inputs:
             feats = encode_images_cached(self.base_model(), self.vision_cache, inputs.pop("pixel_values_videos"),
-                                         inputs["video_grid_thw"], batch.video_keys, encode="get_video_features")
+                                         inputs["video_grid_thw"], batch.video_keys, uses=batch.video_uses,
+                                         encode="get_video_features")
             outputs["video"] = BaseModelOutputWithPooling(pooler_output=feats)
         inputs["mm_encoder_outputs"] = outputs
         return inputs

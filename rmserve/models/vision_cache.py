@@ -20,17 +20,25 @@ class VisionFeatureCache(ByteLRU[torch.Tensor]):
 
 
 def encode_images_cached(base_model, cache: VisionFeatureCache, pixel_values: torch.Tensor,
-                         image_grid_thw: torch.Tensor, keys: list[str], *,
+                         image_grid_thw: torch.Tensor, keys: list[str], *, uses: list[int] | None = None,
                          encode: str = "get_image_features") -> tuple[torch.Tensor, ...]:
     """Per-image (or, with ``encode="get_video_features"``, per-video) merged features for a Qwen-VL batch,
-    running the vision tower only on misses. Image and video keys never collide: video keys are prefixed."""
+    running the vision tower only on misses. Image and video keys never collide: video keys are prefixed.
+
+    Counted per use, like the image and prompt caches (one lookup per request): each image the batch
+    encodes is one miss, every other use of an image (``uses[i]`` scored rows use ``keys[i]``; a shared
+    prefix's image serves its whole group) is a hit. Counting one lookup per forward row instead made the
+    hit rate depend on how a group's requests happened to be batched (all G in one batch: 1 lookup, 0 hits).
+    """
     patches_per_image = image_grid_thw.prod(-1).tolist()
     chunks = pixel_values.split(patches_per_image)
-    feats: list[torch.Tensor | None] = [cache.get(k) for k in keys]
+    feats: list[torch.Tensor | None] = [cache.peek(k) for k in keys]
     todo: dict[str, int] = {}  # key -> first index needing it (a batch may repeat an image)
     for i, f in enumerate(feats):
         if f is None:
             todo.setdefault(keys[i], i)
+    total_uses = sum(uses) if uses else len(keys)
+    cache.record(hits=total_uses - len(todo), misses=len(todo))
     if todo:
         idx = list(todo.values())
         out = getattr(base_model, encode)(torch.cat([chunks[i] for i in idx]), image_grid_thw[idx],

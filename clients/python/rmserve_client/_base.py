@@ -130,6 +130,13 @@ class BaseClient:
     def _route(self, body: Mapping[str, Any] | None) -> str | None:
         return routing_key(body) if self.routing and body is not None else None
 
+    def _stream_route(self, first: Mapping[str, Any]) -> str | None:
+        """A ScoreStream's routing key: its first item's (``group``, else prompt side). gRPC sends metadata
+        once, when the call starts, so a stream has one key and every item of it goes to that replica (and
+        its images are uploaded there): a stream that mixes groups is scored correctly, but only the first
+        group's requests meet the rest of that group on its replica. One stream per group keeps them all."""
+        return self._route({"items": [first]})
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -185,12 +186,19 @@ def _routed(metadata: tuple[tuple[str, str], ...], route: str | None) -> tuple[t
 # headless Service: dns:///rmserve-headless.NAMESPACE:50051) hashes each call's x-rmserve-group
 # metadata onto one backend. grpcio reads requestHashHeader only with the environment variable
 # GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY=true set before the process starts gRPC.
+RING_HASH_FLAG = "GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY"
 GROUP_HASH_SERVICE_CONFIG = {"loadBalancingConfig": [{"ring_hash_experimental": {"requestHashHeader": ROUTING_HEADER}}]}
 
 
 def group_hash_channel(target: str, credentials: Any = None) -> Any:
     """A channel that sends calls with the same x-rmserve-group to the same backend of ``target``
-    (pass it as ``GrpcTransport(url, channel=...)``)."""
+    (pass it as ``GrpcTransport(url, channel=...)``). A ScoreStream is one call: its first item's key routes it.
+
+    Refuses to start without ``GRPC_EXPERIMENTAL_RING_HASH_SET_REQUEST_HASH_KEY=true`` in the environment:
+    without it grpcio ignores ``requestHashHeader`` and picks a random backend per call, silently."""
+    if os.environ.get(RING_HASH_FLAG, "").lower() != "true":
+        raise RuntimeError(f"group_hash_channel needs {RING_HASH_FLAG}=true in the environment before gRPC starts "
+                           "(without it grpcio ignores the x-rmserve-group metadata and spreads a group's calls)")
     options = [*_options(), ("grpc.service_config", json.dumps(GROUP_HASH_SERVICE_CONFIG))]
     if credentials is not None:
         return grpc.secure_channel(target, credentials, options=options)
@@ -238,8 +246,10 @@ class GrpcTransport:
         except grpc.RpcError as exc:
             raise error_from_rpc(exc) from None
 
-    def score_stream(self, items: Iterator[pb.ScoreItem], *, timeout: float | None) -> Iterator[dict[str, Any]]:
-        call = self.stub.ScoreStream(items, timeout=timeout, metadata=self.metadata)
+    def score_stream(
+        self, items: Iterator[pb.ScoreItem], *, timeout: float | None, route: str | None = None
+    ) -> Iterator[dict[str, Any]]:
+        call = self.stub.ScoreStream(items, timeout=timeout, metadata=_routed(self.metadata, route))
         try:
             for result in call:
                 yield score_result_json(result)
@@ -296,9 +306,9 @@ class AsyncGrpcTransport:
             raise error_from_rpc(exc) from None
 
     async def score_stream(
-        self, items: AsyncIterable[pb.ScoreItem], *, timeout: float | None
+        self, items: AsyncIterable[pb.ScoreItem], *, timeout: float | None, route: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        call = self._get().ScoreStream(items, timeout=timeout, metadata=self.metadata)
+        call = self._get().ScoreStream(items, timeout=timeout, metadata=_routed(self.metadata, route))
         try:
             async for result in call:
                 yield score_result_json(result)

@@ -83,9 +83,10 @@ class AsyncRewardClient(BaseClient):
                 await self._sleep(self._backoff(attempt, exc, deadline))
                 attempt += 1
 
-    async def _upload_missing(self, items: Sequence[Mapping[str, Any]], deadline: float | None, prefix="items") -> None:
+    async def _upload_missing(self, items: Sequence[Mapping[str, Any]], deadline: float | None, prefix="items",
+                              route: str | None = None) -> None:
         missing = self._to_upload(items, prefix)
-        route = self._route({"items": list(items)})  # the upload goes where the requests using it will go
+        route = route or self._route({"items": list(items)})  # the upload goes where the requests using it will go
         outcomes = await asyncio.gather(*(self._upload_once(image, deadline, route) for image, _ in missing),
                                         return_exceptions=True)
         for (_, where), outcome in zip(missing, outcomes, strict=True):
@@ -221,17 +222,27 @@ class AsyncRewardClient(BaseClient):
         self, items: AsyncIterator[Mapping[str, Any]], returns: Sequence[str] | None, deadline: float | None
     ) -> AsyncIterator[ScoreResult]:
         book = ScoreStreamBook(self, returns)
+        cache: dict[int, Any] = {}
+        try:
+            item = await anext(items)
+        except StopAsyncIteration:
+            return
+        first = self._load_item(with_id(item, 0), 0, cache)
+        route = self._stream_route(first)
 
-        async def requests() -> AsyncIterator[Any]:
-            cache: dict[int, Any] = {}
-            index = 0
+        async def loaded_items() -> AsyncIterator[dict[str, Any]]:
+            yield first
+            index = 1
             async for item in items:
-                loaded = self._load_item(with_id(item, index), index, cache)
-                await self._upload_missing([loaded], deadline, prefix="")
-                yield book.request(loaded)
+                yield self._load_item(with_id(item, index), index, cache)
                 index += 1
 
-        async for data in self._transport.score_stream(requests(), timeout=remaining(deadline)):
+        async def requests() -> AsyncIterator[Any]:
+            async for loaded in loaded_items():
+                await self._upload_missing([loaded], deadline, prefix="", route=route)
+                yield book.request(loaded)
+
+        async for data in self._transport.score_stream(requests(), timeout=remaining(deadline), **routed(route)):
             if (result := book.result(data)) is not None:
                 yield result
         for item in book.resend():  # their images were lost: scored again, inline

@@ -10,6 +10,7 @@ blocking transport calls, a thread pool for REST streams, events for concurrent 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -87,8 +88,9 @@ class RewardClient(BaseClient):
                 self._sleep(self._backoff(attempt, exc, deadline))
                 attempt += 1
 
-    def _upload_missing(self, items: Sequence[Mapping[str, Any]], deadline: float | None, prefix="items") -> None:
-        route = self._route({"items": list(items)})  # the upload goes where the requests using it will go
+    def _upload_missing(self, items: Sequence[Mapping[str, Any]], deadline: float | None, prefix="items",
+                        route: str | None = None) -> None:
+        route = route or self._route({"items": list(items)})  # the upload goes where the requests using it will go
         for image, where in self._to_upload(items, prefix):
             if not self._uploads_supported:
                 return
@@ -173,8 +175,9 @@ class RewardClient(BaseClient):
     ) -> Iterator[ScoreResult]:
         """Score items as they come (e.g. rollouts as they finish); yield results as they are ready, in
         any order, matched by ``result.id`` (an item's ``id``, else its position as a string). A failed
-        item yields a result with ``error`` set instead of raising. gRPC: one ScoreStream call; REST: up
-        to ``concurrency`` single-item requests at once."""
+        item yields a result with ``error`` set instead of raising. gRPC: one ScoreStream call, routed by its
+        first item's x-rmserve-group (one stream per GRPO group keeps each group on one replica); REST: up
+        to ``concurrency`` single-item requests at once, each with its own key."""
         deadline = self._deadline(timeout)
         if self.kind == "grpc" and hasattr(self._transport, "score_stream"):
             yield from self._grpc_stream(items, returns, deadline)
@@ -199,15 +202,19 @@ class RewardClient(BaseClient):
         self, items: Iterable[Mapping[str, Any]], returns: Sequence[str] | None, deadline: float | None
     ) -> Iterator[ScoreResult]:
         book = ScoreStreamBook(self, returns)
+        cache: dict[int, Any] = {}
+        loaded_items = (self._load_item(with_id(item, index), index, cache) for index, item in enumerate(items))
+        first = next(loaded_items, None)
+        if first is None:
+            return
+        route = self._stream_route(first)
 
         def requests() -> Iterator[Any]:
-            cache: dict[int, Any] = {}
-            for index, item in enumerate(items):
-                loaded = self._load_item(with_id(item, index), index, cache)
-                self._upload_missing([loaded], deadline, prefix="")
+            for loaded in itertools.chain([first], loaded_items):
+                self._upload_missing([loaded], deadline, prefix="", route=route)
                 yield book.request(loaded)
 
-        for data in self._transport.score_stream(requests(), timeout=remaining(deadline)):
+        for data in self._transport.score_stream(requests(), timeout=remaining(deadline), **routed(route)):
             if (result := book.result(data)) is not None:
                 yield result
         for item in book.resend():  # their images were lost: scored again, inline
