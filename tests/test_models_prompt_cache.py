@@ -61,3 +61,30 @@ def test_prompt_cache_is_bounded_in_bytes():
     assert cache.get(0) is None and cache.get(4) is not None
     cache.put("huge", [1], {"pixel_values": torch.zeros(10_000)})  # larger than the whole cache: skipped
     assert cache.get("huge") is None and len(cache) == 3
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_positions_extended_from_the_cached_prompt_equal_get_rope_index(tiny_models, family):
+    """A cached prompt's M-RoPE positions, continued over the response, are exactly the positions of the whole
+    sequence: images at the start, in the middle and at the very end of the prompt (a response right after an image)."""
+    model = tiny_models(family)
+    images = [random_image(56, 42, seed=1), random_image(28, 56, seed=2)]
+    turns = [
+        [{"type": "image"}, {"type": "text", "text": "What is this?"}],
+        [{"type": "text", "text": "Compare"}, {"type": "image"}, {"type": "text", "text": "with"}, {"type": "image"}],
+    ]
+    for parts in turns:
+        n = sum(p["type"] == "image" for p in parts)
+        item = ScoreItem(response="r", messages=[{"role": "user", "content": parts}], images=images[:n],
+                         image_hashes=[f"{k}" * 64 for k in range(n)])
+        prompt_ids, vision, _ = model.encode_prompt(item)
+        prefix = model.family.item_positions(prompt_ids, vision)
+        for tail in ([7, 8, 9], [], list(range(10, 40))):
+            ids = prompt_ids + tail
+            fast = model.family.item_positions(ids, vision, prefix)
+            full = model.family.item_positions(ids, vision)
+            assert fast["position_ids"].dtype == full["position_ids"].dtype
+            assert torch.equal(fast["position_ids"], full["position_ids"]) and fast["rope_delta"] == full["rope_delta"]
+    # A tail holding vision tokens is not plain text: never extended (item_positions walks the whole sequence).
+    for token in model.family.image_token_ids:
+        assert model.family._extend_positions(prompt_ids + [5, token], prefix) is None
