@@ -88,3 +88,54 @@ def test_positions_extended_from_the_cached_prompt_equal_get_rope_index(tiny_mod
     # A tail holding vision tokens is not plain text: never extended (item_positions walks the whole sequence).
     for token in model.family.image_token_ids:
         assert model.family._extend_positions(prompt_ids + [5, token], prefix) is None
+
+
+def test_a_group_arriving_at_once_runs_the_processor_once(tiny_models, monkeypatch):
+    """G requests of a group miss the cache together; one thread preprocesses, the others wait for its entry."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    model = tiny_models("qwen2_5_vl")
+    image = random_image(56, 42, seed=5)
+    calls = []
+    real = model.family.tokenize_prompt
+
+    def slow_tokenize_prompt(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # every other request arrives while this one is being preprocessed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.family, "tokenize_prompt", slow_tokenize_prompt)
+    items = [ScoreItem(prompt="Which shape?", response=f"Answer {k}.", images=[image], image_hashes=["c" * 64])
+             for k in range(6)]
+    start = threading.Barrier(len(items))
+
+    def encode(item):
+        start.wait()
+        return model.encode(item)
+
+    model.enable_prompt_cache(64 << 20)
+    try:
+        with ThreadPoolExecutor(len(items)) as pool:
+            encoded = list(pool.map(encode, items))
+        stats = model.prompt_cache.stats()
+    finally:
+        model.prompt_cache = None
+    assert len(calls) == 1 and stats["misses"] == 1 and stats["hits"] == len(items) - 1
+    alone = [model.encode(item) for item in items]  # no cache: each preprocessed on its own
+    for a, b in zip(alone, encoded, strict=True):
+        assert a.input_ids == b.input_ids and torch.equal(a.vision["position_ids"], b.vision["position_ids"])
+        assert torch.equal(a.vision["pixel_values"], b.vision["pixel_values"])
+
+
+def test_a_failed_preprocessing_leaves_no_entry_and_the_next_request_tries_again():
+    cache = PromptCache(max_bytes=1 << 20)
+
+    def fail():
+        raise ValueError("bad image")
+
+    with pytest.raises(ValueError):
+        cache.get_or_compute("k", fail)
+    assert cache.get_or_compute("k", lambda: ([1], {}, None)) == ([1], {}, None)
+    assert cache.stats()["misses"] == 2 and cache.get_or_compute("k", fail) == ([1], {}, None)

@@ -268,23 +268,24 @@ class RewardModel(nn.Module):
     def _tokenize_prompt_cached(self, prompt_text: str, templated: bool,
                                 item: ScoreItem) -> tuple[list[int], dict, dict | None]:
         """Prompt ids, processor tensors and the prompt's own positions (``family.item_positions``, None when not
-        cached), from ``prompt_cache`` when the same prompt + images came before."""
-        key = None
+        cached), from ``prompt_cache`` when the same prompt + images came before (or is being processed now)."""
         keyed = len(item.image_hashes) == len(item.images) and all(v.key for v in item.videos)
-        if self.prompt_cache is not None and (item.images or item.videos) and keyed:
-            key = (prompt_text, templated, tuple(item.image_hashes), tuple(v.key for v in item.videos))
-            cached = self.prompt_cache.get(key)
-            if cached is not None:
-                return list(cached[0]), dict(cached[1]), cached[2]
+        if self.prompt_cache is None or not (item.images or item.videos) or not keyed:
+            return (*self._tokenize_prompt(prompt_text, templated, item), None)
+        key = (prompt_text, templated, tuple(item.image_hashes), tuple(v.key for v in item.videos))
+
+        def compute():
+            ids, vision = self._tokenize_prompt(prompt_text, templated, item)
+            # Once per group: every response to this prompt extends these positions instead of recomputing them.
+            return ids, vision, self.family.item_positions(ids, vision) or None
+
+        ids, vision, positions = self.prompt_cache.get_or_compute(key, compute)
+        return list(ids), dict(vision), positions  # the cached entry is shared: callers get their own containers
+
+    def _tokenize_prompt(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
         with self._tokenize_lock:
-            prompt_ids, vision = self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
-                                                             videos=item.videos)
-        if key is None:
-            return prompt_ids, vision, None
-        # Once per group: every response to this prompt extends these positions instead of recomputing them.
-        positions = self.family.item_positions(prompt_ids, vision) or None
-        self.prompt_cache.put(key, list(prompt_ids), dict(vision), positions)
-        return prompt_ids, vision, positions
+            return self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
+                                               videos=item.videos)
 
     def enable_prompt_cache(self, max_bytes: int) -> None:
         """Cache preprocessed prompts that carry images (by prompt text + image content hashes)."""
