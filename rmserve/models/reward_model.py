@@ -139,14 +139,10 @@ class RewardModel(nn.Module):
         return next(self.backbone.parameters()).device
 
     def _placement(self) -> tuple[str, str]:
-        """(device, dtype) of the backbone, as strings. ``info`` is read several times per request
-        (api/models.py) and finding them walks the module tree (~25-80 us a time, profiled: bench/README.md),
-        so they are remembered until the model moves (``to_device``, or ``nn.Module.to``/``half``/... via
-        ``_apply``)."""
+        """(device, dtype) for ``info``, read several times per request: finding them walks the module tree (25-80
+        us a time, bench/README.md), so they are kept until the model moves (``to_device``, or ``_apply``)."""
         if self._placed is None:
-            first = next((p for p in self.backbone.parameters() if p.is_floating_point()), None)
-            dtype = first.dtype if first is not None else self.backbone.dtype
-            self._placed = (str(self.device), str(dtype).replace("torch.", ""))
+            self._placed = (str(self.device), str(self.backbone.dtype).replace("torch.", ""))
         return self._placed
 
     def _apply(self, fn, *args, **kwargs):
@@ -267,8 +263,8 @@ class RewardModel(nn.Module):
 
     def _tokenize_prompt_cached(self, prompt_text: str, templated: bool,
                                 item: ScoreItem) -> tuple[list[int], dict, dict | None]:
-        """Prompt ids, processor tensors and the prompt's own positions (``family.item_positions``, None when not
-        cached), from ``prompt_cache`` when the same prompt + images came before (or is being processed now)."""
+        """Prompt ids, processor tensors and (when cached) the prompt's own positions, from ``prompt_cache`` when
+        the same prompt + images came before or is being processed now; positions are worked out once per group."""
         keyed = len(item.image_hashes) == len(item.images) and all(v.key for v in item.videos)
         if self.prompt_cache is None or not (item.images or item.videos) or not keyed:
             return (*self._tokenize_prompt(prompt_text, templated, item), None)
@@ -276,11 +272,10 @@ class RewardModel(nn.Module):
 
         def compute():
             ids, vision = self._tokenize_prompt(prompt_text, templated, item)
-            # Once per group: every response to this prompt extends these positions instead of recomputing them.
             return ids, vision, self.family.item_positions(ids, vision) or None
 
         ids, vision, positions = self.prompt_cache.get_or_compute(key, compute)
-        return list(ids), dict(vision), positions  # the cached entry is shared: callers get their own containers
+        return list(ids), dict(vision), positions  # the entry is shared: callers get their own containers
 
     def _tokenize_prompt(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
         with self._tokenize_lock:
