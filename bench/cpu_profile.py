@@ -13,7 +13,9 @@ Thread names (event loop, preprocessing pool, batcher, worker) come from ``py-sp
 ``py-spy`` is installed (``pip install py-spy``; it needs ptrace rights); without it threads are
 listed by id. ``--py-spy-record FILE`` also samples the rmserve thread that holds the GIL during
 its first round (``py-spy record --gil --format raw``), and ``--categories FILE`` prints the share of
-those samples per request stage (HTTP, JSON, tokenization, forward, ...), the table in bench/README.md.
+those samples per request stage (HTTP, JSON, tokenization, forward, ...). Read those with care: on a
+busy machine py-spy's idle detection and GIL attribution were found unreliable (bench/README.md);
+the per-thread CPU from /proc is the number to trust.
 """
 
 from __future__ import annotations
