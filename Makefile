@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas proxies soak bench-replicas lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages load demo
+.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas proxies soak bench-replicas lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages bench-cpu load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -112,8 +112,11 @@ bench-quick: $(BENCH_STAMP)
 # make bench-grpo-latency   GRPO with images, G=8 and G=16, REST and gRPC: responses/s, p50/p95/p99 (~2 min)
 #                           -> bench/results/latency/
 # make bench-stages         where one request's CPU goes, stage by stage, in process (~30 s; prints a table)
+# make bench-cpu            CPU ms per response of the floor and rmserve, per server thread, same GRPO load
+#                           (~2 min; thread names need py-spy: pip install py-spy; python -m bench.cpu_profile -h)
 #   FLOOR_ARGS="--rounds 3 --responses 96 --server-arg=--max-wait-ms=10" adds options (python -m bench.floor -h)
 FLOOR_ARGS ?=
+CPU_ARGS ?=
 
 bench-floor: $(BENCH_STAMP)
 	$(PY) -m bench.floor floor $(FLOOR_ARGS)
@@ -123,6 +126,9 @@ bench-grpo-latency: $(BENCH_STAMP)
 
 bench-stages: $(BENCH_STAMP)
 	$(PY) -m bench.stages
+
+bench-cpu: $(BENCH_STAMP)
+	$(PY) -m bench.cpu_profile $(CPU_ARGS)
 
 # make load   start `rmserve serve` on 127.0.0.1 (free ports, the default model), run locust headless
 #             for LOAD_TIME per protocol (REST, then gRPC; GRPO + mixed users), stop the server, and

@@ -62,8 +62,9 @@ def measure(model_dir: str, responses: int, group_size: int, batch_size: int) ->
     stage("processor + prompt tokenization (uncached)",
           lambda pair: model.family.tokenize_prompt(pair[0], pair[1].images, False), pairs)
     encoded = stage("encode, all of it (prompt cache: processor 1 in G)", model.encode, items)
-    stage("M-RoPE positions (inside encode)", lambda e: model.family.item_positions(e.input_ids, dict(e.vision)),
-          encoded)
+    # The whole walk (get_rope_index): what a prompt's first request pays; the others extend its cached positions.
+    stage("M-RoPE positions, whole walk (1 in G inside encode)",
+          lambda e: model.family.item_positions(e.input_ids, dict(e.vision)), encoded)
     for share in (True, False):
         model.share_prefix = share
         start = time.thread_time()

@@ -63,37 +63,79 @@ def test_prompt_cache_is_bounded_in_bytes():
     assert cache.get("huge") is None and len(cache) == 3
 
 
-def test_a_group_preprocessing_at_once_runs_the_processor_once(tiny_models, monkeypatch):
-    """The G requests of a group are preprocessed in parallel threads: one runs the processor, the others wait."""
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl"])
+def test_positions_extended_from_the_cached_prompt_equal_get_rope_index(tiny_models, family):
+    """A cached prompt's M-RoPE positions, continued over the response, are exactly the positions of the whole
+    sequence: images at the start, in the middle and at the very end of the prompt (a response right after an image)."""
+    model = tiny_models(family)
+    images = [random_image(56, 42, seed=1), random_image(28, 56, seed=2)]
+    turns = [
+        [{"type": "image"}, {"type": "text", "text": "What is this?"}],
+        [{"type": "text", "text": "Compare"}, {"type": "image"}, {"type": "text", "text": "with"}, {"type": "image"}],
+    ]
+    for parts in turns:
+        n = sum(p["type"] == "image" for p in parts)
+        item = ScoreItem(response="r", messages=[{"role": "user", "content": parts}], images=images[:n],
+                         image_hashes=[f"{k}" * 64 for k in range(n)])
+        prompt_ids, vision, _ = model.encode_prompt(item)
+        prefix = model.family.item_positions(prompt_ids, vision)
+        for tail in ([7, 8, 9], [], list(range(10, 40))):
+            ids = prompt_ids + tail
+            fast = model.family.item_positions(ids, vision, prefix)
+            full = model.family.item_positions(ids, vision)
+            assert fast["position_ids"].dtype == full["position_ids"].dtype
+            assert torch.equal(fast["position_ids"], full["position_ids"]) and fast["rope_delta"] == full["rope_delta"]
+    # A tail holding vision tokens is not plain text: never extended (item_positions walks the whole sequence).
+    for token in model.family.image_token_ids:
+        assert model.family._extend_positions(prompt_ids + [5, token], prefix) is None
+
+
+def test_a_group_arriving_at_once_runs_the_processor_once(tiny_models, monkeypatch):
+    """G requests of a group miss the cache together; one thread preprocesses, the others wait for its entry."""
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
 
     model = tiny_models("qwen2_5_vl")
     image = random_image(56, 42, seed=5)
-    runs = []
+    calls = []
     real = model.family.tokenize_prompt
 
-    def slow(*args, **kwargs):
-        runs.append(1)
-        time.sleep(0.3)
+    def slow_tokenize_prompt(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.3)  # every other request arrives while this one is being preprocessed
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(model.family, "tokenize_prompt", slow)
-    model.enable_prompt_cache(64 << 20)
-    start = threading.Barrier(4)
+    monkeypatch.setattr(model.family, "tokenize_prompt", slow_tokenize_prompt)
+    items = [ScoreItem(prompt="Which shape?", response=f"Answer {k}.", images=[image], image_hashes=["c" * 64])
+             for k in range(6)]
+    start = threading.Barrier(len(items))
 
-    def encode(k):
+    def encode(item):
         start.wait()
-        return model.encode(ScoreItem(prompt="What is shown?", response=f"take {k}", images=[image],
-                                      image_hashes=["c" * 64]))
+        return model.encode(item)
 
+    model.enable_prompt_cache(64 << 20)
     try:
-        with ThreadPoolExecutor(4) as pool:
-            encoded = list(pool.map(encode, range(4)))
-        assert len(runs) == 1
-        assert model.prompt_cache.stats()["misses"] == 1 and model.prompt_cache.stats()["hits"] == 3
-        assert len({e.prefix_len for e in encoded}) == 1 and all(e.vision.keys() == encoded[0].vision.keys()
-                                                                 for e in encoded)
+        with ThreadPoolExecutor(len(items)) as pool:
+            encoded = list(pool.map(encode, items))
+        stats = model.prompt_cache.stats()
     finally:
         model.prompt_cache = None
+    assert len(calls) == 1 and stats["misses"] == 1 and stats["hits"] == len(items) - 1
+    alone = [model.encode(item) for item in items]  # no cache: each preprocessed on its own
+    for a, b in zip(alone, encoded, strict=True):
+        assert a.input_ids == b.input_ids and torch.equal(a.vision["position_ids"], b.vision["position_ids"])
+        assert torch.equal(a.vision["pixel_values"], b.vision["pixel_values"])
+
+
+def test_a_failed_preprocessing_leaves_no_entry_and_the_next_request_tries_again():
+    cache = PromptCache(max_bytes=1 << 20)
+
+    def fail():
+        raise ValueError("bad image")
+
+    with pytest.raises(ValueError):
+        cache.get_or_compute("k", fail)
+    assert cache.get_or_compute("k", lambda: PromptCache.entry([1], {}, None)) == ([1], {}, None)
+    assert cache.stats()["misses"] == 2 and cache.get_or_compute("k", fail) == ([1], {}, None)

@@ -88,7 +88,9 @@ class TextFamily:
         ids = self.tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"]
         return list(ids), {}
 
-    def item_positions(self, input_ids: list[int], vision: dict) -> dict:
+    def item_positions(self, input_ids: list[int], vision: dict, prefix: dict | None = None) -> dict:
+        """Per-item position inputs (none for 1D families: they come from the batch mask). ``prefix``: this
+        method's result for a leading part of ``input_ids`` alone (the prompt), which a family may extend."""
         return {}
 
     def split_images(self, vision: dict) -> list[torch.Tensor]:
@@ -117,6 +119,7 @@ class QwenVLFamily(TextFamily):
         self.video_token_id = cfg.video_token_id
         self.image_token_ids = (cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id,
                                 getattr(cfg, "vision_end_token_id", -1))
+        self._vision_ids = frozenset(self.image_token_ids)
 
     def tokenize_prompt(self, prompt_text, images, add_special_tokens, videos=()):
         _check_placeholders(prompt_text, self.processor.image_token, len(images), "image")
@@ -138,7 +141,11 @@ class QwenVLFamily(TextFamily):
             return []
         return list(vision["pixel_values"].split(vision["image_grid_thw"].prod(-1).tolist()))
 
-    def item_positions(self, input_ids, vision):
+    def item_positions(self, input_ids, vision, prefix=None):
+        if prefix is not None:
+            extended = self._extend_positions(input_ids, prefix)
+            if extended is not None:
+                return extended
         ids = torch.tensor([input_ids])
         grid, video_grid = vision.get("image_grid_thw"), vision.get("video_grid_thw")
         if grid is None and video_grid is None:
@@ -150,6 +157,20 @@ class QwenVLFamily(TextFamily):
         pos, delta = self.backbone.model.get_rope_index(ids, mm_token_type_ids=mm_types, image_grid_thw=grid,
                                                         video_grid_thw=video_grid, **extra)
         return {"position_ids": pos[:, 0], "rope_delta": int(delta.item())}  # (3, L)
+
+    def _extend_positions(self, input_ids: list[int], prefix: dict) -> dict | None:
+        """The prompt's positions (``prefix``, computed once per GRPO group and cached) continued over a text-only
+        tail: M-RoPE gives text after anything (text, an image, a video) the ids ``max(earlier) + 1, + 2, ...`` in all
+        three rows, so the tail needs no walk over the prompt's images (``get_rope_index``: ~0.2 ms per request,
+        profiled in bench/README.md), and the delta (``max + 1 - length``) is the prompt's. A tail holding vision
+        tokens (None here) goes the whole way."""
+        head = prefix["position_ids"]
+        start = head.shape[1]
+        if start > len(input_ids) or not self._vision_ids.isdisjoint(input_ids[start:]):
+            return None
+        first = int(head.max()) + 1 if start else 0
+        tail = torch.arange(first, first + len(input_ids) - start, dtype=head.dtype).expand(3, -1)
+        return {"position_ids": torch.cat([head, tail], dim=1), "rope_delta": prefix["rope_delta"]}
 
     def batch_inputs(self, items, input_ids, attention_mask):
         batch, length = input_ids.shape

@@ -6,6 +6,8 @@ and the tokenizer again. That CPU work runs beside the forward on the same cores
 it slows the model itself (tests and bench numbers in rmserve/models/chunking.py's neighbourhood).
 Only prompts with images whose content hashes are known (the server's decoded images) are cached:
 text-only prompts tokenize in microseconds. Values are shared read-only; callers copy the dict.
+An entry also holds the prompt's own M-RoPE positions, which each response's positions extend
+(``QwenVLFamily.item_positions(..., prefix=...)``) instead of walking the prompt's images again.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ def _nbytes(vision: dict) -> int:
     return sum(v.numel() * v.element_size() for v in vision.values() if isinstance(v, torch.Tensor))
 
 
-class PromptCache(ByteLRU[tuple[list[int], dict]]):
-    def put(self, key: Hashable, ids: list[int], vision: dict) -> None:  # type: ignore[override]
-        super().put(key, *self.entry(ids, vision))
+class PromptCache(ByteLRU[tuple[list[int], dict, "dict | None"]]):
+    """Values: (prompt ids, processor tensors, the prompt's positions from ``family.item_positions`` or None)."""
+
+    def put(self, key: Hashable, ids: list[int], vision: dict,  # type: ignore[override]
+            positions: dict | None = None) -> None:
+        super().put(key, *self.entry(ids, vision, positions))
 
     @staticmethod
-    def entry(ids: list[int], vision: dict) -> tuple[tuple[list[int], dict], int]:
+    def entry(ids: list[int], vision: dict,
+              positions: dict | None = None) -> tuple[tuple[list[int], dict, dict | None], int]:
         """(value, size in bytes) as stored, for ``get_or_compute``; the stored copies are never handed out."""
-        return (list(ids), dict(vision)), _nbytes(vision) + 8 * len(ids)
+        return (list(ids), dict(vision), positions), _nbytes(vision) + _nbytes(positions or {}) + 8 * len(ids)
 
 
 __all__ = ["PromptCache"]

@@ -102,6 +102,7 @@ class RewardModel(nn.Module):
         self._turn_markers: TurnMarkers | None | bool = False  # False: not probed yet
         self._prompt_syntax: PromptSyntax | None | bool = False
         self._judge_decoding: JudgeDecoding | None | bool = False
+        self._placed: tuple[str, str] | None = None  # (device, dtype) for ``info``; None: look again
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
@@ -141,11 +142,23 @@ class RewardModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
+    def _placement(self) -> tuple[str, str]:
+        """(device, dtype) for ``info``, read several times per request: finding them walks the module tree (25-80
+        us a time, bench/README.md), so they are kept until the model moves (``to_device``, or ``_apply``)."""
+        if self._placed is None:
+            self._placed = (str(self.device), str(self.backbone.dtype).replace("torch.", ""))
+        return self._placed
+
+    def _apply(self, fn, *args, **kwargs):
+        self._placed = None
+        return super()._apply(fn, *args, **kwargs)
+
     @property
     def info(self) -> ModelInfo:
+        device, dtype = self._placement()
         return ModelInfo(
             name=self.name, family=self.family_name, path=self.path, heads=list(self.head_specs),
-            max_length=self.max_length, device=str(self.device), dtype=str(self.backbone.dtype).replace("torch.", ""),
+            max_length=self.max_length, device=device, dtype=dtype,
             multimodal=self.family.multimodal, untrained=self.untrained,
             attribute_names=list(self.head_specs["attributes"].labels) if "attributes" in self.head_specs else [],
             safety_categories=list(self.head_specs["safety"].labels) if "safety" in self.head_specs else [],
@@ -235,7 +248,7 @@ class RewardModel(nn.Module):
         return self._encode_texts(prompt_text, response + (self.tokenizer.eos_token or ""), False, item)
 
     def _encode_texts(self, prompt_text: str, response_text: str, templated: bool, item: ScoreItem) -> EncodedItem:
-        prompt_ids, vision = self._tokenize_prompt_cached(prompt_text, templated, item)
+        prompt_ids, vision, prompt_positions = self._tokenize_prompt_cached(prompt_text, templated, item)
         with self._tokenize_lock:
             response_ids = self.tokenizer(response_text, add_special_tokens=False)["input_ids"]
             if set(response_ids) & set(self.family.image_token_ids):
@@ -247,24 +260,32 @@ class RewardModel(nn.Module):
             raise InvalidInput("response tokenizes to nothing", param="response")
         prompt_ids, response_ids, truncated = self._fit_length(prompt_ids, list(response_ids), item.truncate)
         input_ids = prompt_ids + response_ids
-        vision.update(self.family.item_positions(input_ids, vision))
+        # A truncated prompt is not the cached one: its positions are computed afresh.
+        vision.update(self.family.item_positions(input_ids, vision, None if truncated else prompt_positions))
         return EncodedItem(input_ids=input_ids, vision=vision, truncated=truncated, prefix_len=len(prompt_ids),
                            image_keys=self._image_keys(item, vision), video_keys=self._video_keys(item))
 
-    def _tokenize_prompt_cached(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
-        """Prompt ids and processor tensors, from ``prompt_cache`` when the same prompt + images came before."""
-        def tokenize() -> tuple[list[int], dict]:
-            with self._tokenize_lock:
-                return self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
-                                                   videos=item.videos)
-
+    def _tokenize_prompt_cached(self, prompt_text: str, templated: bool,
+                                item: ScoreItem) -> tuple[list[int], dict, dict | None]:
+        """Prompt ids, processor tensors and (when cached) the prompt's own positions, from ``prompt_cache`` when
+        the same prompt + images came before or is being processed now; positions are worked out once per group."""
         keyed = len(item.image_hashes) == len(item.images) and all(v.key for v in item.videos)
         if self.prompt_cache is None or not (item.images or item.videos) or not keyed:
-            return tokenize()
+            return (*self._tokenize_prompt(prompt_text, templated, item), None)
         key = (prompt_text, templated, tuple(item.image_hashes), tuple(v.key for v in item.videos))
+
+        def compute():
+            ids, vision = self._tokenize_prompt(prompt_text, templated, item)
+            return PromptCache.entry(ids, vision, self.family.item_positions(ids, vision) or None)
+
         # A group's G requests preprocess at the same time: one runs the processor, the others wait for it.
-        ids, vision = self.prompt_cache.get_or_compute(key, lambda: PromptCache.entry(*tokenize()))
-        return list(ids), dict(vision)
+        ids, vision, positions = self.prompt_cache.get_or_compute(key, compute)
+        return list(ids), dict(vision), positions  # the entry is shared: callers get their own containers
+
+    def _tokenize_prompt(self, prompt_text: str, templated: bool, item: ScoreItem) -> tuple[list[int], dict]:
+        with self._tokenize_lock:
+            return self.family.tokenize_prompt(prompt_text, item.images, add_special_tokens=not templated,
+                                               videos=item.videos)
 
     def enable_prompt_cache(self, max_bytes: int) -> None:
         """Cache preprocessed prompts that carry images (by prompt text + image content hashes)."""
@@ -501,6 +522,7 @@ class RewardModel(nn.Module):
 
     def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
         self.backbone.to(device=device, dtype=DTYPES[dtype])
+        self._placed = None
         self.heads.to(device=device, dtype=torch.float32)
         self.chunk_policy = ChunkPolicy.for_device(self.device.type)
         return self
