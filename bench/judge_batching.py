@@ -4,8 +4,9 @@
 
 N concurrent single-item /v1/score requests (the API's ScoreService, in process) to a tiny judge (models/tiny.py;
 once writing a judgment first, once answering at once), on two engines over the same model:
-``max_batch_size=N`` (the engine's judge queue shares generate batches across requests) and ``max_batch_size=1`` (every judgment generates alone: what a
-single-item request got before judge batching, when batches only formed within a request). Rounds alternate
+``max_batch_size=N`` (the engine's judge queue shares generate batches across requests) and
+``max_batch_size=1`` (every judgment generates alone: what a single-item request got before judge
+batching, when batches only formed within a request). Rounds alternate
 between the two so machine load hits both alike; the outcomes of both are checked equal (rewards within 1e-4;
 the tiny random judge's judgments rarely contain a readable answer, and their explicit errors must match too).
 """
