@@ -4,6 +4,7 @@ sync and async, REST and gRPC, give the server's own rewards, judgments and per-
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -38,8 +39,10 @@ def every_client(urls: list[str], call) -> dict[str, object]:
 def test_score_and_rank_with_voting_and_judgments_over_every_transport():
     items = [{"prompt": PROMPT, "response": r} for r in RESPONSES]
     with served(build_tiny_judge("qwen2", TINY_JUDGE, seed=3), max_wait_ms=1) as s:
-        server = httpx.post(f"{s.rest_url}/v1/score", json={"items": items, "voting": VOTING, "return_judgment": True},
-                            timeout=60).json()["items"]
+        scored = httpx.post(f"{s.rest_url}/v1/score", json={"items": items, "voting": VOTING, "return_judgment": True},
+                            timeout=60)
+        server = scored.json()["items"]
+        metrics = httpx.get(f"{s.rest_url}/metrics", timeout=10).text
         ranked = httpx.post(f"{s.rest_url}/v1/rank", json={"prompt": PROMPT, "responses": RESPONSES,
                                                             "return_judgment": True}, timeout=60).json()
         urls = [s.rest_url, s.grpc_url]
@@ -47,6 +50,11 @@ def test_score_and_rank_with_voting_and_judgments_over_every_transport():
         dict_voting = every_client(urls, lambda c: c.score(items, voting=VOTING))
         ranks = every_client(urls, lambda c: c.rank(PROMPT, responses=RESPONSES, return_judgment=True))
     assert len(scores) == 4
+    # /metrics and the timing headers see the judge's work: 9 judgments, generated in the engine's batches
+    counters = dict(re.findall(r'^(rmserve_(?:batches|items_scored)_total)\{model="tiny-judge-qwen2"\} (\S+)$', metrics,
+                               re.MULTILINE))
+    assert float(counters["rmserve_batches_total"]) >= 1 and float(counters["rmserve_items_scored_total"]) >= 9
+    assert float(scored.headers["x-inference-time-ms"]) > 0 and "x-queue-time-ms" in scored.headers
     for results in scores.values():
         assert [r.reward for r in results] == pytest.approx([it["reward"] for it in server], abs=1e-6)
         for result, expected in zip(results, server, strict=True):
