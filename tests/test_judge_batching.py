@@ -76,8 +76,8 @@ async def test_judge_timings_split_queue_wait_from_generation():
         time.sleep(0.4)
         return original(prompts, decoding)
 
-    judge.generate_judgments = slow
     with running_engine(judge, max_wait_ms=0) as engine:
+        judge.generate_judgments = slow  # after the engine's warm-up, which generates too
         service = ScoreService(engine)
         first = asyncio.ensure_future(service.score(one("first")))
         await asyncio.to_thread(started.wait, 10)
@@ -88,3 +88,30 @@ async def test_judge_timings_split_queue_wait_from_generation():
     assert timings.queue_ms >= 250  # waited for the worker, not counted as its own inference
     assert 350 <= timings.inference_ms < timings.queue_ms + timings.inference_ms <= timings.total_ms + 1
     assert snap.queue_seconds.count == 2 and snap.queue_seconds.total >= 0.25
+
+
+async def test_a_failing_judgment_in_a_shared_batch_fails_only_its_request():
+    judge = build_tiny_judge("qwen2", TINY_JUDGE, seed=3)
+    original = judge.generate_judgments
+    sizes = []
+
+    def flaky(prompts, decoding):
+        sizes.append(len(prompts))
+        if any("BOOM" in judge.decode_text(p.prompt_ids) for p in prompts):
+            raise RuntimeError("simulated device error")
+        return original(prompts, decoding)
+
+    with running_engine(judge, max_wait_ms=200, max_batch_size=8) as engine:
+        service = ScoreService(engine)
+        alone = [await outcome(service, one(r)) for r in RESPONSES[:6]]
+        judge.generate_judgments = flaky
+        responses = [*RESPONSES[:3], "BOOM", *RESPONSES[3:6]]
+        together = await asyncio.gather(*(outcome(service, one(r)) for r in responses))
+        calls = len(sizes)
+        with pytest.raises(RMServeError) as info:
+            await service.score(one("late"), deadline=time.monotonic() - 1)
+        assert len(sizes) == calls  # dropped before generation
+    assert sizes[0] == 7  # the seven requests shared one batch, then it was bisected
+    assert together[3].startswith("forward_failed")
+    assert [together[i] for i in (0, 1, 2, 4, 5, 6)] == pytest.approx(alone, abs=1e-4)
+    assert info.value.code == "deadline_exceeded"
