@@ -327,7 +327,7 @@ class Engine:
                     if self._stop_now:
                         return
                     now = time.monotonic()
-                    expired = self._drop_dead_locked(now)
+                    self._pending, expired = self._drop_dead_locked(self._pending, now)
                     if expired:
                         break  # fail them outside the lock, then come back
                     timeout = self._maybe_close_batch_locked(now)
@@ -335,10 +335,10 @@ class Engine:
                         self._cv.wait(timeout)
             self._expire(expired)
 
-    def _drop_dead_locked(self, now: float) -> list[Request]:
-        """Remove entries of finished (cancelled/failed) or expired requests; return the newly expired."""
+    def _drop_dead_locked(self, entries: list[Entry], now: float) -> tuple[list[Entry], list[Request]]:
+        """``entries`` without those of finished (cancelled/failed) or expired requests, and the newly expired."""
         keep, expired, cancelled = [], {}, 0
-        for entry in self._pending:
+        for entry in entries:
             request = entry.request
             if request.finished:
                 cancelled += request.cancelled
@@ -346,11 +346,9 @@ class Engine:
                 expired[id(request)] = request
             else:
                 keep.append(entry)
-                continue
-        if len(keep) != len(self._pending):
-            self._pending = keep
+        if cancelled:
             self.stats.record_items(cancelled=cancelled)
-        return list(expired.values())
+        return keep, list(expired.values())
 
     def _maybe_close_batch_locked(self, now: float) -> float | None | bool:
         """Close a batch into the ready slot if it is time; return how long to wait (None = until
@@ -433,28 +431,19 @@ class Engine:
     def _take_judges_locked(self, now: float) -> tuple[list[Entry], list[Request], float | None]:
         """The next judge batch if it is due (taken out of the queue), the requests whose deadline passed
         (dropped), and otherwise how long to wait for company (None: until notified)."""
-        live, expired, cancelled = [], {}, 0
-        for entry in self._judges:
-            if entry.request.finished:
-                cancelled += entry.request.cancelled
-            elif entry.request.expired(now):
-                expired[id(entry.request)] = entry.request
-            else:
-                live.append(entry)
-        if len(live) != len(self._judges):
-            self._judges = live
-            self.stats.record_items(cancelled=cancelled)
+        live, expired = self._drop_dead_locked(self._judges, now)
+        self._judges = live
         if not live:
-            return [], list(expired.values()), None
+            return [], expired, None
         age = now - live[0].enqueued_at
         if not (len(live) >= self.config.max_batch_size or self._draining or age >= self._max_wait_s
                 or self._alone_locked()):
-            return [], list(expired.values()), self._max_wait_s - age
+            return [], expired, self._max_wait_s - age
         idx = take_judge_batch(live, max_batch_size=self.config.max_batch_size,
                                max_batch_tokens=self.config.max_batch_tokens)
         chosen = set(idx)
         self._judges = [e for i, e in enumerate(live) if i not in chosen]
-        return [live[i] for i in idx], list(expired.values()), None
+        return [live[i] for i in idx], expired, None
 
     def _run_batch(self, batch: list[Entry]) -> None:
         now = time.monotonic()
