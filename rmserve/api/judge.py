@@ -7,9 +7,10 @@
          preprocess in the pool: decode the conversation's images, render the judge template
            (models/judge_format.py), encode it as a user turn with the images (+ the answer prefix
            without reasoning)
-         generate on the worker thread (Engine.run_exclusive, like critique generation), in chunks of
-           max_batch_size judgments so scoring batches interleave; the deadline is checked before each
-           chunk; a chunk that raises is bisected so only the failing judgment fails
+         generate on the worker thread (Engine.judge): the judgments join the engine's judge queue and are
+           generated in batches shared with other requests' judgments (engine/judging.py: max_batch_size,
+           the token budget, max_wait_ms for company); an expired deadline fails the request; a batch that
+           raises is bisected so only the failing judgment fails
          read each judgment (judge_format.read_judgment), aggregate the votes per case
     -> the endpoint builds its response from the cases' rewards (the same build as scalar models).
 
@@ -23,13 +24,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass
 
 from rmserve.api.models import Member, Selection
 from rmserve.api.protocol import JudgmentOut, VotingSpec
 from rmserve.api.scoring import Job, Scored
-from rmserve.errors import BackendError, DeadlineExceeded, InvalidInput, Loc, RMServeError
+from rmserve.errors import BackendError, InvalidInput, Loc, RMServeError
 from rmserve.models.judge_format import JudgeConfig, Verdict, aggregate, judge_prompt, read_judgment, vote_seed
 from rmserve.models.types import JudgeDecoding, JudgePrompt, Judgment, ScoreItem, ScoreOutput
 
@@ -113,17 +113,18 @@ class JudgeRunner:
                   deadline: float | None, shared_images: Sequence = ()) -> Judged:
         start = time.monotonic()
         check_voting(voting, self.max_votes)
-        engine, model = setup.member.engine, setup.member.model
+        engine = setup.member.engine
         votes = voting.k if voting is not None else 1
         n = len(cases) * votes
-        with engine.try_admit(n):
+        with engine.try_admit(n) as permit:
             if shared_images:
                 decoded = await self.scorer.load_images(shared_images, lambda loc: loc)
                 for case in cases:
                     case.job.images = decoded
             prompts = await self._prepare(setup, cases, voting)
             preprocessed = time.monotonic()
-            judgments = await self._generate(engine, model, prompts, setup.decoding, deadline)
+            generated = await engine.judge(permit, prompts, setup.decoding, deadline=deadline)
+        judgments = generated.outputs
         done = time.monotonic()
         results = []
         for c, case in enumerate(cases):
@@ -143,7 +144,7 @@ class JudgeRunner:
         tokens = sum(len(p.prompt_ids) for p in prompts) + sum(
             j.completion_tokens for j in judgments if isinstance(j, Judgment))
         scored = Scored(outputs=[], model_rewards=None, num_tokens=tokens, preprocess_s=preprocessed - start,
-                        queue_s=0.0, inference_s=done - preprocessed, total_s=done - start)
+                        queue_s=generated.queue_s, inference_s=generated.inference_s, total_s=done - start)
         return Judged(results, scored, setup.config.choices, [c.about for c in cases])
 
     async def _prepare(self, setup: JudgeSetup, cases: Sequence[JudgeCase],
@@ -161,19 +162,6 @@ class JudgeRunner:
                             temperature=voting.temperature)
                 for p in encoded for j in range(voting.k)]
 
-    async def _generate(self, engine, model, prompts: list[JudgePrompt], decoding: JudgeDecoding,
-                        deadline: float | None) -> list[Judgment | RMServeError]:
-        size = max(1, engine.config.max_batch_size)
-        out: list[Judgment | RMServeError] = []
-        for i in range(0, len(prompts), size):  # one chunk at a time: scoring batches run in between
-            future: Future = engine.run_exclusive(_isolated, model, prompts[i:i + size], decoding, deadline)
-            try:
-                out.extend(await asyncio.wrap_future(future))
-            except asyncio.CancelledError:
-                future.cancel()
-                raise
-        return out
-
 
 def _encode(setup: JudgeSetup, case: JudgeCase, item: ScoreItem) -> JudgePrompt:
     """The judge's prompt for ``case`` (pool thread), its errors at the case's place in the request."""
@@ -181,28 +169,6 @@ def _encode(setup: JudgeSetup, case: JudgeCase, item: ScoreItem) -> JudgePrompt:
         return judge_prompt(setup.member.model, setup.config, setup.decoding, item, case.shown)
     except RMServeError as exc:
         raise exc.relocated((*case.where, *exc.loc)) from None
-
-
-def _isolated(model, prompts: list[JudgePrompt], decoding: JudgeDecoding,
-              deadline: float | None) -> list[Judgment | RMServeError]:
-    """On the worker thread: the chunk's judgments; a failing chunk is bisected down to the failing prompt."""
-    if deadline is not None and time.monotonic() >= deadline:
-        raise DeadlineExceeded("the request's deadline passed before its judgments were generated",
-                               code="deadline_exceeded")
-    try:
-        out = model.generate_judgments(prompts, decoding)
-        if len(out) != len(prompts):
-            raise RuntimeError(f"generate_judgments returned {len(out)} judgments for {len(prompts)} prompts")
-        return list(out)
-    except RMServeError as exc:
-        if len(prompts) == 1:
-            return [exc]
-    except Exception as exc:  # a backend failure: find the prompt to blame
-        if len(prompts) == 1:
-            return [BackendError(f"the judge failed on this item: {type(exc).__name__}: {exc}",
-                                 code="forward_failed")]
-    mid = len(prompts) // 2
-    return _isolated(model, prompts[:mid], decoding, None) + _isolated(model, prompts[mid:], decoding, None)
 
 
 __all__ = ["CaseResult", "JudgeCase", "JudgeRunner", "JudgeSetup", "Judged", "check_voting", "judge_setup",

@@ -7,6 +7,8 @@
     futures resolved with loop.call_soon_threadsafe ◄───────────────────────────────────────────┘
     run_exclusive(fn) ──► Future       (any other model work, e.g. critique generation, run by the
                                         worker between batches: the model is never used by two threads)
+    judge(permit, prompts) ──► judge queue ──► worker thread (a generate batch shared across requests,
+                                               engine/judging.py)
 
 Two threads share one condition variable:
 - the batcher closes a batch when it is full (``max_batch_size`` or the padded-token budget),
@@ -36,10 +38,11 @@ from rmserve.context import request_id_var
 from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel
 from rmserve.engine.batching import padded_tokens, select_batch, select_grouped_batch
 from rmserve.engine.isolation import score_isolated
-from rmserve.engine.request import DoneCallback, EngineResult, Entry, Permit, Request
+from rmserve.engine.judging import JudgeJob, run_judge_batch, take_judge_batch
+from rmserve.engine.request import DoneCallback, EngineResult, Entry, Permit, Request, settled
 from rmserve.engine.stats import EngineStats, StatsSnapshot
 from rmserve.errors import BackendError, DeadlineExceeded, InvalidInput, NotReady, Overloaded, RMServeError
-from rmserve.models.types import EncodedItem
+from rmserve.models.types import EncodedItem, JudgeDecoding, JudgePrompt
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,6 +56,7 @@ class Engine:
         self._cv = threading.Condition()
         self._pending: list[Entry] = []  # arrival order
         self._ready: list[Entry] | None = None  # the batch handed to the worker next
+        self._judges: list[Entry] = []  # judgments waiting for a generate batch (engine/judging.py), arrival order
         self._exclusive: deque[tuple[Future, Callable[[], Any]]] = deque()  # run_exclusive jobs, FIFO
         self._worker_busy = False
         self._in_flight = 0  # admitted items not yet released
@@ -99,16 +103,17 @@ class Engine:
             self._cv.notify_all()
             if drain:
                 end = time.monotonic() + timeout
-                while self._in_flight > 0 or self._pending or self._ready or self._worker_busy or self._exclusive:
+                while (self._in_flight > 0 or self._pending or self._ready or self._worker_busy or self._exclusive
+                       or self._judges):
                     left = end - time.monotonic()
                     if left <= 0:
                         log.warning("drain timed out with %d items in flight", self._in_flight)
                         break
                     self._cv.wait(left)
             self._stop_now = True
-            leftovers = [entry.request for entry in self._pending + (self._ready or [])]
+            leftovers = [entry.request for entry in self._pending + (self._ready or []) + self._judges]
             jobs = list(self._exclusive)
-            self._pending, self._ready = [], None
+            self._pending, self._ready, self._judges = [], None, []
             self._exclusive.clear()
             self._cv.notify_all()
         for request in dict.fromkeys(leftovers):
@@ -269,21 +274,34 @@ class Engine:
         self, permit: Permit, items: list[EncodedItem], *, deadline: float | None = None
     ) -> EngineResult:
         """Submit and await; if the awaiting task is cancelled, the request's items are dropped."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[EngineResult] = loop.create_future()
+        return await settled(lambda on_done: self.submit(permit, items, deadline=deadline, on_done=on_done))
 
-        def on_done(result: EngineResult | None, error: BaseException | None) -> None:
-            try:
-                loop.call_soon_threadsafe(_settle, future, result, error)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
+    async def judge(
+        self, permit: Permit, prompts: list[JudgePrompt], decoding: JudgeDecoding, *, deadline: float | None = None
+    ) -> EngineResult:
+        """Generate an admitted request's judgments in batches shared with other requests' (engine/judging.py).
 
-        request = self.submit(permit, items, deadline=deadline, on_done=on_done)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            request.cancel()
-            raise
+        ``outputs`` holds, per prompt, its ``Judgment`` or the ``RMServeError`` for that prompt alone; the request
+        itself fails only when its deadline passes or the engine stops. Cancelling the awaiting task drops
+        the judgments not yet generated."""
+        if len(prompts) != permit.n:
+            raise ValueError(f"permit is for {permit.n} judgments, got {len(prompts)}")
+        jobs = [JudgeJob(p, decoding) for p in prompts]
+
+        def submit(on_done: DoneCallback) -> Request:
+            request = Request(jobs, deadline=deadline, permit=permit, on_done=on_done)  # type: ignore[arg-type]
+            now = time.monotonic()
+            with self._cv:
+                if self._stop_now or not self._threads:
+                    raise NotReady("the engine is not running", code="not_ready")
+                self._judges.extend(Entry(request, i, job, now) for i, job in enumerate(jobs))  # type: ignore[arg-type]
+                self._preparing -= permit.n
+                self._live_requests += 1
+                permit.submitted = True
+                self._cv.notify_all()  # the worker takes judge batches
+            return request
+
+        return await settled(submit)
 
     async def score_items(self, items: list[EncodedItem], *, deadline: float | None = None) -> EngineResult:
         """Admit + score in one call (for callers that did their preprocessing already)."""
@@ -293,7 +311,13 @@ class Engine:
     # ── batcher thread ─────────────────────────────────────────────────────────────────────
 
     def _queue_depth(self) -> int:
-        return len(self._pending) + len(self._ready or [])
+        return len(self._pending) + len(self._ready or []) + len(self._judges)
+
+    def _alone_locked(self) -> bool:
+        """No company on its way: no admitted items still in preprocessing, no requests the server is still
+        reading. An idle worker waits up to max_wait for company only while some is coming."""
+        return self._preparing == 0 and (
+            self.requests_in_progress is None or self.requests_in_progress() <= self._live_requests)
 
     def _batcher_loop(self) -> None:
         while True:
@@ -303,7 +327,7 @@ class Engine:
                     if self._stop_now:
                         return
                     now = time.monotonic()
-                    expired = self._drop_dead_locked(now)
+                    self._pending, expired = self._drop_dead_locked(self._pending, now)
                     if expired:
                         break  # fail them outside the lock, then come back
                     timeout = self._maybe_close_batch_locked(now)
@@ -311,10 +335,10 @@ class Engine:
                         self._cv.wait(timeout)
             self._expire(expired)
 
-    def _drop_dead_locked(self, now: float) -> list[Request]:
-        """Remove entries of finished (cancelled/failed) or expired requests; return the newly expired."""
+    def _drop_dead_locked(self, entries: list[Entry], now: float) -> tuple[list[Entry], list[Request]]:
+        """``entries`` without those of finished (cancelled/failed) or expired requests, and the newly expired."""
         keep, expired, cancelled = [], {}, 0
-        for entry in self._pending:
+        for entry in entries:
             request = entry.request
             if request.finished:
                 cancelled += request.cancelled
@@ -322,11 +346,9 @@ class Engine:
                 expired[id(request)] = request
             else:
                 keep.append(entry)
-                continue
-        if len(keep) != len(self._pending):
-            self._pending = keep
+        if cancelled:
             self.stats.record_items(cancelled=cancelled)
-        return list(expired.values())
+        return keep, list(expired.values())
 
     def _maybe_close_batch_locked(self, now: float) -> float | None | bool:
         """Close a batch into the ready slot if it is time; return how long to wait (None = until
@@ -342,11 +364,7 @@ class Engine:
             else:
                 idx, full = select_batch(lengths, **limits)
             age = now - self._pending[0].enqueued_at
-            # An idle worker waits up to max_wait for company, but only while company is on its way
-            # (admitted items still in preprocessing, or requests the server is still reading): one
-            # request alone is not held back for nothing.
-            alone = self._preparing == 0 and (
-                self.requests_in_progress is None or self.requests_in_progress() <= self._live_requests)
+            alone = self._alone_locked()  # one request alone is not held back for nothing
             if full or self._draining or (not self._worker_busy and (age >= self._max_wait_s or alone)):
                 chosen = set(idx)
                 self._ready = [self._pending[i] for i in idx]
@@ -375,12 +393,17 @@ class Engine:
 
     def _worker_loop(self) -> None:
         while True:
-            job = None
+            job, judges, expired = None, [], []
             with self._cv:
                 while self._ready is None and not self._exclusive and not self._stop_now:
-                    self._cv.wait()
+                    judges, expired, wait = self._take_judges_locked(time.monotonic())
+                    if judges or expired:
+                        break
+                    self._cv.wait(wait)
                 if self._exclusive:
                     job, batch = self._exclusive.popleft(), []
+                elif judges or expired:
+                    batch = judges
                 elif self._ready is None:
                     return
                 else:
@@ -388,9 +411,13 @@ class Engine:
                 self._worker_busy = True
                 self._cv.notify_all()  # the batcher may prepare the next batch now
             try:
+                self._expire(expired)
                 if job is not None:
                     self._run_exclusive_job(*job)
-                else:
+                elif judges:
+                    self._batch_seq += 1
+                    run_judge_batch(self.model.generate_judgments, batch, self.stats, self._batch_seq)
+                elif batch:
                     self._run_batch(batch)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
                 log.exception("engine worker failed on a batch")
@@ -400,6 +427,23 @@ class Engine:
                 with self._cv:
                     self._worker_busy = False
                     self._cv.notify_all()
+
+    def _take_judges_locked(self, now: float) -> tuple[list[Entry], list[Request], float | None]:
+        """The next judge batch if it is due (taken out of the queue), the requests whose deadline passed
+        (dropped), and otherwise how long to wait for company (None: until notified)."""
+        live, expired = self._drop_dead_locked(self._judges, now)
+        self._judges = live
+        if not live:
+            return [], expired, None
+        age = now - live[0].enqueued_at
+        if not (len(live) >= self.config.max_batch_size or self._draining or age >= self._max_wait_s
+                or self._alone_locked()):
+            return [], expired, self._max_wait_s - age
+        idx = take_judge_batch(live, max_batch_size=self.config.max_batch_size,
+                               max_batch_tokens=self.config.max_batch_tokens)
+        chosen = set(idx)
+        self._judges = [e for i, e in enumerate(live) if i not in chosen]
+        return [live[i] for i in idx], expired, None
 
     def _run_batch(self, batch: list[Entry]) -> None:
         now = time.monotonic()
@@ -440,15 +484,6 @@ class Engine:
                 entry.request.item_done(
                     entry.index, outcome, batch_id=self._batch_seq, batch_s=seconds, queue_s=wait
                 )
-
-
-def _settle(future: asyncio.Future, result: EngineResult | None, error: BaseException | None) -> None:
-    if future.done():  # cancelled meanwhile
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
 
 
 __all__ = ["Engine", "EngineConfig", "EngineHealth", "ScoringModel"]  # re-exported

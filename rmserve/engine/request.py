@@ -8,6 +8,7 @@ the batcher thread (expiry) and the worker thread (results), hence the per-reque
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -142,3 +143,30 @@ class Entry:
     def num_tokens(self) -> int:
         return self.item.num_tokens
 
+
+async def settled(submit: Callable[[DoneCallback], Request]) -> EngineResult:
+    """``submit(on_done)`` a request and await its result; cancelling the awaiting task cancels the request."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[EngineResult] = loop.create_future()
+
+    def on_done(result: EngineResult | None, error: BaseException | None) -> None:
+        try:
+            loop.call_soon_threadsafe(_settle, future, result, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+    request = submit(on_done)
+    try:
+        return await future
+    except asyncio.CancelledError:
+        request.cancel()
+        raise
+
+
+def _settle(future: asyncio.Future, result: EngineResult | None, error: BaseException | None) -> None:
+    if future.done():  # cancelled meanwhile
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)

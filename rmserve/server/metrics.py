@@ -11,6 +11,8 @@ queue, batches, item outcomes, caches and load time.
     rmserve_batches_total{model}, rmserve_items_{scored,failed,expired,cancelled}_total{model}
     rmserve_batch_size{model}, rmserve_batch_tokens{model}, rmserve_batch_duration_seconds{model},
     rmserve_item_queue_seconds{model}                         histograms
+      (a generative judge's: one batch = one generate call over judgments shared across requests, its
+      padded tokens counting max_new_tokens; a judgment counts as an item; engine/judging.py)
     rmserve_image_cache_{hits,misses}_total, _entries, _bytes, _hit_ratio      decoded images (shared)
     rmserve_video_cache_{hits,misses}_total, _entries, _bytes, _hit_ratio      decoded video clips (shared)
     rmserve_vision_cache_{hits,misses}_total{model}, _entries, _bytes, _hit_ratio   vision features

@@ -28,11 +28,13 @@ from rmserve_client.types import (  # noqa: E402
     CompareResult,
     CritiqueChunk,
     CritiqueResult,
+    Judgment,
     RankedResponse,
     RankResult,
     SafetyResult,
     ScoreResult,
     UploadResult,
+    Voting,
 )
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "CritiqueResult",
     "DeadlineExceeded",
     "InvalidRequest",
+    "Judgment",
     "Overloaded",
     "RMServeError",
     "RankResult",
@@ -56,4 +59,5 @@ __all__ = [
     "Unavailable",
     "Unsupported",
     "UploadResult",
+    "Voting",
 ]

@@ -109,6 +109,8 @@ def score_result_json(result: pb.ScoreResult) -> dict[str, Any]:
         data["flagged_categories"] = list(result.flagged_categories)
     if result.safety_action:
         data["safety_action"] = result.safety_action
+    if result.judgments:
+        data["judgments"] = [to_json(j) for j in result.judgments]
     return data
 
 

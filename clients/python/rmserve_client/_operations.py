@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from typing import TYPE_CHECKING, Any
 
 from rmserve_client.exceptions import DeadlineExceeded, RMServeError
-from rmserve_client.types import CritiqueChunk, CritiqueResult, ScoreResult
+from rmserve_client.types import CritiqueChunk, CritiqueResult, ScoreResult, Voting
 
 if TYPE_CHECKING:
     from rmserve_client._base import BaseClient
@@ -51,6 +51,17 @@ def collect_critique(chunks: list[CritiqueChunk]) -> CritiqueResult:
     if last is None or not last.done or last.reward is None:
         raise RMServeError("the critique stream ended without a result")
     return CritiqueResult(last.critique if last.critique is not None else "".join(c.text for c in chunks), last.reward)
+
+
+def judge_options(voting: Voting | Mapping[str, Any] | None, return_judgment: bool | None) -> dict[str, Any]:
+    """The generative-judge options of a score / compare / rank body (REST JSON; gRPC fills its Voting from it),
+    only those given: a scalar-model server never sees them unless the caller asked (it refuses them)."""
+    options: dict[str, Any] = {}
+    if voting is not None:
+        options["voting"] = voting.to_json() if isinstance(voting, Voting) else dict(voting)
+    if return_judgment:
+        options["return_judgment"] = True
+    return options
 
 
 def conversation(prompt: Any, messages: Any, images: Any) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from rmserve_client._operations import (
     conversation,
     failed,
     get_reward_body,
+    judge_options,
     left_or_zero,
     remaining,
     routed,
@@ -38,6 +39,7 @@ from rmserve_client.types import (
     SafetyResult,
     ScoreResult,
     UploadResult,
+    Voting,
 )
 
 
@@ -136,12 +138,14 @@ class AsyncRewardClient(BaseClient):
         returns: Sequence[str] | None = None,
         verifier: str | Mapping[str, Any] | None = None,
         on_reject: str | None = None,
+        voting: Voting | Mapping[str, Any] | None = None,
+        return_judgment: bool | None = None,
         model: str | None = None,
         timeout: float | None = _DEFAULT,
     ) -> ScoreResult | list[ScoreResult]:
         fields = {"prompt": prompt, "messages": messages, "response": response, "images": images}
         loaded, single, deadline = self._score_request(items, {**fields, "group": group, "truncate": truncate}, timeout)
-        extra = {"verifier": verifier, "on_reject": on_reject}
+        extra = {"verifier": verifier, "on_reject": on_reject, **judge_options(voting, return_judgment)}
 
         route = self._route({"items": loaded})  # the items' own group id, which their wire form leaves out
 
@@ -261,11 +265,14 @@ class AsyncRewardClient(BaseClient):
         k: float | None = None,
         truncate: bool | None = None,
         apply_safety: bool | None = None,
+        voting: Voting | Mapping[str, Any] | None = None,
+        return_judgment: bool | None = None,
         model: str | None = None,
         timeout: float | None = _DEFAULT,
     ) -> CompareResult:
         fields = {**conversation(prompt, messages, images), "response_a": response_a, "response_b": response_b}
-        fields.update(beta0=beta0, w=w, k=k, truncate=truncate, apply_safety=apply_safety)
+        fields.update(beta0=beta0, w=w, k=k, truncate=truncate, apply_safety=apply_safety,
+                      **judge_options(voting, return_judgment))
         return self.parse_compare(await self._single("compare", fields, model, timeout))
 
     async def rank(
@@ -279,11 +286,14 @@ class AsyncRewardClient(BaseClient):
         min_margin: float | None = None,
         truncate: bool | None = None,
         apply_safety: bool | None = None,
+        voting: Voting | Mapping[str, Any] | None = None,
+        return_judgment: bool | None = None,
         model: str | None = None,
         timeout: float | None = _DEFAULT,
     ) -> RankResult:
         fields = {**conversation(prompt, messages, images), "responses": list(responses)}
-        fields.update(top_k=top_k, min_margin=min_margin, truncate=truncate, apply_safety=apply_safety)
+        fields.update(top_k=top_k, min_margin=min_margin, truncate=truncate, apply_safety=apply_safety,
+                      **judge_options(voting, return_judgment))
         return self.parse_rank(await self._single("rank", fields, model, timeout))
 
     async def critique(

@@ -48,6 +48,45 @@ class SafetyResult:
 
 
 @dataclass(frozen=True)
+class Voting:
+    """Generative judges: ``k`` sampled judgments instead of one greedy one, aggregated by ``aggregate``
+    (``mean`` of the votes' rewards, or ``majority``: the most frequent answer's reward); vote j is sampled
+    with the seed (``seed``, j), so the same seed gives the same judgments. A dict with these keys works too."""
+
+    k: int
+    aggregate: str = "mean"
+    seed: int = 0
+    temperature: float = 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"k": self.k, "aggregate": self.aggregate, "seed": self.seed, "temperature": self.temperature}
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """One judgment a generative judge wrote (``return_judgment=True``): its ``text`` (empty for a judge that
+    answers at once), the ``answer`` read, its ``reward`` (pointwise score, or pairwise P(first shown better)),
+    ``source`` (``probabilities`` or ``parsed``) and, for compare/rank, ``about``: the responses judged, in the
+    order shown."""
+
+    text: str
+    answer: str
+    reward: float
+    source: str
+    about: tuple[int, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Judgment:
+        return cls(text=str(data.get("text") or ""), answer=str(data.get("answer") or ""),
+                   reward=float(data["reward"]), source=str(data.get("source") or ""),
+                   about=tuple(int(i) for i in data.get("about") or ()))
+
+
+def judgments(data: Mapping[str, Any]) -> tuple[Judgment, ...]:
+    return tuple(Judgment.from_json(j) for j in data.get("judgments") or ())
+
+
+@dataclass(frozen=True)
 class ScoreResult:
     """One item's outputs.
 
@@ -55,7 +94,8 @@ class ScoreResult:
     (else None). ``safety``: present when requested (``returns=["safety"]``) or when the policy ran.
     ``verified``: with a verifier, whether the response matched the ground truth. ``model_rewards``:
     per member model, for an ensemble. ``id`` and ``error`` are set by ``score_stream`` (a failed
-    item there has ``error`` set and ``reward`` NaN, instead of raising)."""
+    item there has ``error`` set and ``reward`` NaN, instead of raising). ``judgments``: a generative
+    judge's judgments behind the reward, with ``return_judgment=True``."""
 
     reward: float
     raw_reward: float | None = None
@@ -65,6 +105,7 @@ class ScoreResult:
     model_rewards: dict[str, float] | None = None
     id: str | None = None
     error: RMServeError | None = None
+    judgments: tuple[Judgment, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -91,6 +132,7 @@ class ScoreResult:
             verified=bool(verified) if verified is not None else None,
             model_rewards=_floats(data.get("model_rewards")),
             id=id,
+            judgments=judgments(data),
         )
 
 
@@ -100,7 +142,8 @@ class CompareResult:
     and MM-DPO's dynamic ``beta`` = beta0 * (1 + w * (1 - exp(-k * |margin|))).
 
     A pairwise generative judge gives no per-response rewards (``reward_a``, ``reward_b``, ``margin``, ``beta``
-    are None): ``prob_a_better`` is the mean of ``prob_a_better_ab`` (a shown first) and ``prob_a_better_ba``."""
+    are None): ``prob_a_better`` is the mean of ``prob_a_better_ab`` (a shown first) and ``prob_a_better_ba``
+    (P(a better) with b shown first); ``judgments`` (``return_judgment=True``) say which order each judged."""
 
     reward_a: float | None
     reward_b: float | None
@@ -110,6 +153,7 @@ class CompareResult:
     model: str | None = None
     prob_a_better_ab: float | None = None
     prob_a_better_ba: float | None = None
+    judgments: tuple[Judgment, ...] = ()
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CompareResult:
@@ -130,6 +174,7 @@ class CompareResult:
             model=data.get("model") or None,
             prob_a_better_ab=number("prob_a_better_ab"),
             prob_a_better_ba=number("prob_a_better_ba"),
+            judgments=judgments(data),
         )
 
 
@@ -147,6 +192,7 @@ class RankResult:
     chosen_index: int | None
     rejected_index: int | None
     margin: float | None = None  # chosen reward - rejected reward
+    judgments: tuple[Judgment, ...] = ()  # a generative judge's, with return_judgment=True
 
     @property
     def rewards(self) -> dict[int, float]:
@@ -167,6 +213,7 @@ class RankResult:
             chosen_index=index("chosen_index"),
             rejected_index=index("rejected_index"),
             margin=float(margin) if margin is not None else None,
+            judgments=judgments(data),
         )
 
 
