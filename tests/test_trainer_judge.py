@@ -144,6 +144,33 @@ def test_eval_numbers_equal_the_servers_compare(trained):
     assert max(spread) - min(spread) > 1e-3  # distinct per pair: a constant would also "match"
 
 
+def test_eval_over_http_finds_the_pairwise_judge_and_matches_in_process(trained):
+    """``--url``: /v1/models says the model is a pairwise judge, so pairs go to /v1/compare; same numbers."""
+    from rmserve.config import ServerConfig
+    from rmserve.server import create_app
+    from tests.serving import uvicorn_server
+
+    _, _, _, path, _, heldout, tmp = trained
+    local = run_eval(heldout, path, tmp / "eval-local")
+    app = create_app(ServerConfig(max_wait_ms=1.0, preprocess_workers=1), model=load_reward_model(path))
+    with uvicorn_server(app) as url:
+        parser = argparse.ArgumentParser()
+        ev.add_arguments(parser)
+        end = time.monotonic() + 60
+        while True:  # the model warms up in the background
+            try:
+                assert ev.run(parser.parse_args([heldout, "--url", url, "--out", str(tmp / "eval-http"),
+                                                 "--no-plots"])) == 0
+                remote = json.loads((tmp / "eval-http" / "report.json").read_text())
+                if remote["n_scored"] == local["n_scored"] or time.monotonic() > end:
+                    break
+            except RuntimeError:  # 503 while loading
+                assert time.monotonic() < end
+            time.sleep(0.2)
+    assert remote["n_scored"] == 24 and remote["accuracy"] == local["accuracy"]
+    assert remote["margin"]["mean"] == pytest.approx(local["margin"]["mean"], abs=1e-4)
+
+
 def test_training_forward_reads_the_answer_where_serving_does():
     """Multimodal (tiny Qwen2.5-VL): the trainer's log p(choice) at the answer position == the served judgment's,
     for both orders (M-RoPE positions, images in the judge's turn, right padding)."""
