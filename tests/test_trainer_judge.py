@@ -24,7 +24,7 @@ from rmserve_trainer.records import PairRecord
 from rmserve_trainer.trainers.judge import DEFAULT_JUDGES
 
 from rmserve.models import load_reward_model
-from rmserve.models.judge_format import JudgeConfig, render_pairwise, render_pointwise
+from rmserve.models.judge_format import JudgeConfig, render_pairwise
 from rmserve.models.types import JudgePrompt, ScoreItem
 
 COLOURS, ANIMALS = ("red", "blue", "green", "yellow"), ("cat", "dog", "cow", "horse")
@@ -85,18 +85,18 @@ def test_rows_are_the_served_judge_prompt_in_both_orders_with_the_chosen_side_as
     model, config = trainer.model, trainer.judge
     record = colour_pairs(1, seed=5)[0]
     first, second = judge_rows(config, record)
-    assert first.user == render_pairwise(config, record.prompt, record.chosen, record.rejected)
-    assert second.user == render_pairwise(config, record.prompt, record.rejected, record.chosen)
+    assert (first.shown, second.shown) == ((record.chosen, record.rejected), (record.rejected, record.chosen))
     assert (first.choice, second.choice) == (0, 1)
     decoding = model.judge_decoding()
-    for row in (first, second):
-        encoded = encode_judge_row(model, row, decoding.choice_ids)
-        # What the server reads the answer after: the judge's user turn + generation prompt + the answer prefix.
-        served, _, _ = model.encode_prompt(ScoreItem(response="", prompt=row.user))
-        served = served + list(decoding.prefix_ids)
+    for row, (a, b) in ((first, (record.chosen, record.rejected)), (second, (record.rejected, record.chosen))):
+        encoded = encode_judge_row(model, config, decoding, row)
+        # What the server reads the answer after, built independently: the rendered template as the user
+        # turn + the generation prompt + the answer prefix.
+        user, _, _ = model.encode_prompt(ScoreItem(response="", prompt=render_pairwise(config, record.prompt, a, b)))
+        served = user + list(decoding.prefix_ids)
         assert encoded.input_ids[:len(served)] == served
         assert encoded.input_ids[len(served)] == decoding.choice_ids[row.choice]  # the target is the answer
-        assert encoded.prefix_len == len(served) - len(decoding.prefix_ids)  # loss on the reply only
+        assert encoded.prefix_len == len(user)  # loss on the reply only (answer prefix, answer, end of turn)
 
 
 def test_training_makes_the_judge_pick_the_better_response(trained):
@@ -190,8 +190,9 @@ def test_training_forward_reads_the_answer_where_serving_does():
     rows = rows[0::2] + rows[1::2]  # the collator's order: every record's first row, then every second row
     prompts = []
     for row in rows:
-        ids, vision, _ = model.encode_prompt(ScoreItem(response="", prompt=row.user, images=row.images))
-        prompts.append(JudgePrompt(ids + list(decoding.prefix_ids), vision, row.images))
+        text = render_pairwise(config, row.conversation.prompt, *row.shown)
+        ids, vision, _ = model.encode_prompt(ScoreItem(response="", prompt=text, images=row.conversation.images))
+        prompts.append(JudgePrompt(ids + list(decoding.prefix_ids), vision, row.conversation.images))
     served = torch.tensor([j.choice_logprobs for j in model.generate_judgments(prompts, decoding)])
     assert torch.allclose(trained_lp, served, atol=1e-5, rtol=0), (trained_lp - served).abs().max()
     assert pb.answer.tolist() == [0, 0, 0, 1, 1, 1]
@@ -205,7 +206,7 @@ def test_pointwise_rows_scores_and_reasoning_judgments(tmp_path):
     record = PairRecord(id="r", prompt="Name a colour.", chosen="Red.", rejected="Dog.", chosen_reason="A colour.",
                         rejected_reason="An animal.")
     good, bad = judge_rows(config, record)
-    assert good.user == render_pointwise(config, "Name a colour.", "Red.")
+    assert (good.shown, bad.shown) == (("Red.",), ("Dog.",)) and good.conversation.prompt == "Name a colour."
     assert (config.choices[good.choice], config.choices[bad.choice]) == ("5", "1")  # highest / lowest value
     assert good.before_answer == "A colour.\nScore:" and bad.before_answer == "An animal.\nScore:"
     record.attributes = {"chosen": {"score": 4}, "rejected": {"score": 2}}

@@ -1,100 +1,85 @@
-"""Score with a generative judge (GenRM) in process, through rmserve's own service: what the server returns.
+"""Score with a generative judge (GenRM) in process: rmserve's own judge path, so the numbers are the server's.
 
-A judge's reward is read from generated judgments (rmserve/api/judge.py, rmserve/models/judge_format.py):
-prompts rendered from the judge template, judgments generated in chunks on the engine's worker, votes read
-and aggregated, pairwise judges run in both orders. ``ServiceJudgeScorer`` does not re-implement any of it:
-it starts an ``Engine`` and a ``ScoreService`` around the loaded checkpoint (what ``rmserve serve`` runs) and
-sends each request as the wire body a client would send (``scoring.wire_item`` / ``wire_pair``: images as PNG
-data URLs), so ``rmserve-train eval`` numbers equal ``/v1/score`` and ``/v1/compare`` on the same items.
+``rmserve.models.judge`` ``compare_pairs`` / ``judge_cases`` run what ``/v1/compare`` and ``/v1/score`` run for a
+judge (the judge prompt, the judgments, reading them, both orders of a pair; models/judge_format.py's
+definitions), without a server; this module only adapts them to the scorer interface ``eval`` uses.
 
-    scorer = ServiceJudgeScorer.from_path("runs/judge")
+    scorer = LocalJudgeScorer.from_path("runs/judge")
     scorer.compare([(chosen_item, rejected_item)])   # pairwise judge: [P(chosen better)] (both orders, mean)
     scorer.score([item])                              # pointwise judge: [expected score]
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from rmserve.api.pairs import CompareRequest
-from rmserve.api.protocol import ScoreRequest
-from rmserve.api.service import ScoreService
-from rmserve.engine import Engine, EngineConfig
 from rmserve.errors import RMServeError
 from rmserve.models import ScoreItem, load_reward_model
+from rmserve.models.judge import compare_pairs, judge_cases
 from rmserve.models.judge_format import JudgeConfig
 
-from .scoring import wire_item, wire_pair
 
-
-class ServiceJudgeScorer:
-    """``score`` (pointwise judges) and ``compare`` (pairwise judges) through an in-process ScoreService.
-
-    Like the other scorers, an item (or pair) the service refuses comes back as None with its reason in
-    ``errors``; ``pairwise`` says which of the two methods measures this judge.
-    """
+class LocalJudgeScorer:
+    """``score`` (pointwise judges) and ``compare`` (pairwise judges); ``pairwise`` says which one measures this
+    judge. Like the other scorers, an item (or pair) that cannot be judged is None, its reason in ``errors``."""
 
     def __init__(self, model, *, batch_size: int = 16):
         config = JudgeConfig.of(model.extra_config)
         if config is None:
             raise ValueError(f"{model.name} has no judge section: score it with LocalScorer")
+        self.model = model
         self.name = model.name
         self.pairwise = config.mode == "pairwise"
         self.batch_size = batch_size
         self.errors: dict[int, str] = {}
-        self.engine = Engine(model, EngineConfig(max_batch_size=batch_size, max_wait_ms=0.0))
-        self.engine.start(warmup=False)
-        self.service = ScoreService(self.engine)
-        self._loop = asyncio.new_event_loop()
-        self._image_urls: dict[int, str] = {}
 
     @classmethod
     def from_path(cls, path: str, *, device: str = "cpu", dtype: str = "float32",
-                  batch_size: int = 16) -> ServiceJudgeScorer:
+                  batch_size: int = 16) -> LocalJudgeScorer:
         return cls(load_reward_model(path, device=device, dtype=dtype), batch_size=batch_size)
 
-    def close(self) -> None:
-        self.engine.stop(drain=False)
-        self._loop.close()
-
-    def _call(self, endpoint, request):
-        return self._loop.run_until_complete(endpoint(request))
-
     def score(self, items: list[ScoreItem]) -> list[float | None]:
-        """Each item's reward as ``/v1/score`` gives it (a batch the service refuses is retried item by item)."""
-        self.errors = {}
-        out: list[float | None] = [None] * len(items)
-        for start in range(0, len(items), self.batch_size):
-            self._score_rows(list(range(start, min(start + self.batch_size, len(items)))), items, out)
-        self._image_urls.clear()
-        return out
-
-    def _score_rows(self, rows: list[int], items: list[ScoreItem], out: list[float | None]) -> None:
-        try:
-            request = ScoreRequest.model_validate({"items": [wire_item(items[i], self._image_urls) for i in rows]})
-            result = self._call(self.service.score, request)
-        except RMServeError as e:
-            if len(rows) == 1:
-                self.errors[rows[0]] = e.message
-                return
-            for i in rows:  # isolate the offending item(s)
-                self._score_rows([i], items, out)
-            return
-        for i, item in zip(rows, result.response.items, strict=True):
-            out[i] = float(item.reward)
+        """Each item's reward as ``/v1/score`` gives it (pointwise judges)."""
+        cases = [(_conversation(item), (item.response,)) for item in items]
+        return self._run(lambda part: judge_cases(self.model, part, batch_size=self.batch_size), cases)
 
     def compare(self, pairs: list[tuple[ScoreItem, ScoreItem]]) -> list[float | None]:
         """``prob_a_better`` of ``/v1/compare`` per (first, second) pair: P(first better), both orders averaged."""
+        cases = [(_conversation(a), a.response, b.response) for a, b in pairs]
+
+        def run(part):
+            return [r if isinstance(r, RMServeError) else r.prob_a_better
+                    for r in compare_pairs(self.model, part, batch_size=self.batch_size)]
+
+        return self._run(run, cases)
+
+    def _run(self, judge, cases: list) -> list[float | None]:
+        """``judge`` over ``cases`` in chunks; a chunk that raises (e.g. one prompt over the length limit) is
+        judged case by case, so one bad case costs only itself."""
         self.errors = {}
-        out: list[float | None] = [None] * len(pairs)
-        for i, (first, second) in enumerate(pairs):
+        out: list[float | None] = [None] * len(cases)
+        step = max(1, self.batch_size)
+        for start in range(0, len(cases), step):
+            rows = list(range(start, min(start + step, len(cases))))
             try:
-                request = CompareRequest.model_validate(wire_pair(first, second, self._image_urls))
-                out[i] = float(self._call(self.service.compare, request).prob_a_better)
-            except RMServeError as e:
-                self.errors[i] = e.message
-        self._image_urls.clear()
+                results = list(zip(rows, judge([cases[i] for i in rows]), strict=True))
+            except RMServeError:
+                results = []
+                for i in rows:
+                    try:
+                        results.append((i, judge([cases[i]])[0]))
+                    except RMServeError as e:
+                        results.append((i, e))
+            for i, result in results:
+                if isinstance(result, RMServeError):
+                    self.errors[i] = result.message
+                else:
+                    out[i] = float(result)
         return out
 
 
-__all__ = ["ServiceJudgeScorer"]
+def _conversation(item: ScoreItem) -> ScoreItem:
+    """The item's conversation (its response is what the judge is shown, not part of it)."""
+    return ScoreItem(response="", prompt=item.prompt, messages=item.messages, images=item.images,
+                     videos=item.videos, truncate=item.truncate)
+
+
+__all__ = ["LocalJudgeScorer"]

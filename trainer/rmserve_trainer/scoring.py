@@ -222,16 +222,16 @@ class HttpScorer:
 def make_scorer(*, model: str | None = None, url: str | None = None, batch_size: int = 16, device: str = "cpu",
                 dtype: str = "float32", api_key: str | None = None, timeout: float = 120.0) -> Scorer:
     """Exactly one of ``model`` (a checkpoint directory) or ``url`` (a running server). A generative judge
-    checkpoint gets a ``ServiceJudgeScorer`` (rmserve_trainer.judging); a judge behind ``url`` is asked
+    checkpoint gets a ``LocalJudgeScorer`` (rmserve_trainer.judging); a judge behind ``url`` is asked
     through /v1/compare when it is pairwise."""
     if (model is None) == (url is None):
         raise ValueError("give exactly one of --model (a checkpoint directory) or --url (a running rmserve)")
     if model is not None:
         rm = load_reward_model(model, device=device, dtype=dtype)
-        if "judge" in rm.extra_config:  # a generative judge: scored by rmserve's own service, in process
-            from .judging import ServiceJudgeScorer
+        if "judge" in rm.extra_config:  # a generative judge: scored by rmserve's in-process judge path
+            from .judging import LocalJudgeScorer
 
-            return ServiceJudgeScorer(rm, batch_size=batch_size)
+            return LocalJudgeScorer(rm, batch_size=batch_size)
         return LocalScorer(rm, batch_size=batch_size)
     scorer = HttpScorer(url, batch_size=batch_size, api_key=api_key, timeout=timeout)
     scorer.pairwise = scorer.judge_mode() == "pairwise"  # then pairs go to /v1/compare (eval.score_pairs)

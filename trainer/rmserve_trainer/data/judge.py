@@ -6,12 +6,12 @@
     pointwise judge -> one row per response:
         user: images + template(prompt, response)    assistant: [judgment\\n] answer_prefix <its score's choice>
 
-The texts come from rmserve.models.judge_format (``render_pairwise``/``render_pointwise``,
-``assistant_text``): the module the server reads judgments with. The ids are built the way the server
-reads the answer: the judge's user turn through ``RewardModel.encode_prompt`` (generation prompt
-included), then the tokens of the text before the answer, then the answer choice's single token id
-(never the joined text re-tokenized: a BPE could merge the prefix with the choice), then the chat
-template's end of turn. So the model state at the answer position is exactly the one the server reads.
+Prompts and replies come from rmserve.models.judge_format, the module the server judges with: the prompt
+ids are ``judge_prompt``'s (the rendered template as the user turn with the images, the generation prompt,
+and for a judge without reasoning the answer prefix), the reply is ``assistant_text``'s: a reasoning judge's
+judgment and answer prefix tokenized, then the answer choice's own token id (never the joined text
+re-tokenized: a BPE could merge the prefix with the choice), then the chat template's end of turn. So the
+model state at the answer position is exactly the one the server reads.
 
 Judgment text (reasoning judges): a record with both reference critiques (``chosen_reason``,
 ``rejected_reason``, MM-RLHF) gets ``"Response A: <reason of A>\\nResponse B: <reason of B>"`` in the
@@ -27,15 +27,8 @@ from dataclasses import dataclass
 
 import torch
 
-from rmserve.models.judge_format import (
-    JudgeConfig,
-    assistant_text,
-    choice_token_ids,
-    conversation_text,
-    render_pairwise,
-    render_pointwise,
-)
-from rmserve.models.types import EncodedItem, ScoreItem
+from rmserve.models.judge_format import JudgeConfig, assistant_text, judge_prompt
+from rmserve.models.types import EncodedItem, JudgeDecoding, ScoreItem
 
 from ..records import PairRecord
 from .base import DataError, record_images
@@ -46,11 +39,12 @@ SCORE_ATTRIBUTE = "score"  # attributes[side][SCORE_ATTRIBUTE]: a pointwise labe
 
 @dataclass
 class JudgeRow:
-    """One judge SFT row as text: the user turn and the reply (before the answer, the answer choice)."""
+    """One judge SFT row: the conversation, the responses shown (in order), the reply before the answer, and
+    the answer."""
 
-    user: str
-    images: list
-    before_answer: str
+    conversation: ScoreItem  # the record's prompt (or messages) and images; its response is unused
+    shown: tuple[str, ...]  # (response,) pointwise; (first, second) pairwise
+    before_answer: str  # assistant_text's first part: [judgment + newline] + answer_prefix
     choice: int  # index into JudgeConfig.choices
 
 
@@ -58,26 +52,24 @@ def judge_rows(config: JudgeConfig, record: PairRecord) -> tuple[JudgeRow, Judge
     """The record's two rows: pairwise (chosen first, chosen second) or pointwise (chosen, rejected)."""
     if record.videos:
         raise DataError(record.source, "judge training takes images, not videos", record.id)
-    images = record_images(record)
-    prompt = conversation_text(*((record.prompt, None) if isinstance(record.prompt, str) else (None, record.prompt)))
+    prompt = {"messages": record.prompt} if isinstance(record.prompt, list) else {"prompt": record.prompt}
+    conversation = ScoreItem(response="", images=record_images(record), **prompt)
     reasons = (record.chosen_reason, record.rejected_reason)
     has_reasons = all(r and r.strip() for r in reasons)
 
     def reply(choice: int, judgment: str) -> str:
         return assistant_text(config, config.choices[choice], judgment)[0]
 
+    sides = (record.chosen, record.rejected)
     if config.mode == "pairwise":
         rows = []
         for first, second, answer in ((0, 1, 0), (1, 0, 1)):
-            sides = ((record.chosen, record.rejected)[first], (record.chosen, record.rejected)[second])
             judgment = f"Response A: {reasons[first]}\nResponse B: {reasons[second]}" if has_reasons else ""
-            rows.append(JudgeRow(render_pairwise(config, prompt, *sides), images, reply(answer, judgment), answer))
+            rows.append(JudgeRow(conversation, (sides[first], sides[second]), reply(answer, judgment), answer))
         return rows[0], rows[1]
-    chosen_choice, rejected_choice = (_pointwise_choice(config, record, side) for side in ("chosen", "rejected"))
-    return (JudgeRow(render_pointwise(config, prompt, record.chosen), images,
-                     reply(chosen_choice, reasons[0] if has_reasons else ""), chosen_choice),
-            JudgeRow(render_pointwise(config, prompt, record.rejected), images,
-                     reply(rejected_choice, reasons[1] if has_reasons else ""), rejected_choice))
+    choices = [_pointwise_choice(config, record, side) for side in ("chosen", "rejected")]
+    return tuple(JudgeRow(conversation, (sides[k],), reply(choices[k], reasons[k] if has_reasons else ""), choices[k])
+                 for k in (0, 1))  # type: ignore[return-value]
 
 
 def _pointwise_choice(config: JudgeConfig, record: PairRecord, side: str) -> int:
@@ -93,17 +85,23 @@ def _pointwise_choice(config: JudgeConfig, record: PairRecord, side: str) -> int
     return matches[0]
 
 
-def encode_judge_row(model, row: JudgeRow, choice_ids: tuple[int, ...]) -> EncodedItem:
-    """Prompt ids (as the server encodes the judge prompt) + reply ids; ``prefix_len`` = the prompt's length."""
-    if row.images and not model.family.multimodal:
+def encode_judge_row(model, config: JudgeConfig, decoding: JudgeDecoding, row: JudgeRow) -> EncodedItem:
+    """The judge prompt exactly as the server builds it (``judge_prompt``) + the reply's ids; ``prefix_len``:
+    where the reply starts (the answer prefix of a direct judge belongs to the reply, as its text does)."""
+    if row.conversation.images and not model.family.multimodal:
         raise ValueError(f"model {model.name!r} is text-only and takes no images")
-    ids, vision, _ = model.encode_prompt(ScoreItem(response="", prompt=row.user, images=row.images))
-    before = model.tokenizer(row.before_answer, add_special_tokens=False)["input_ids"]
-    full = ids + before + [choice_ids[row.choice]] + end_of_turn_ids(model)
+    prompt = judge_prompt(model, config, decoding, row.conversation, row.shown)
+    ids, vision = list(prompt.prompt_ids), dict(prompt.vision)
+    if decoding.reasoning:  # the judgment (and the prefix) is what the judge writes itself
+        user_len = len(ids)
+        ids += model.tokenizer(row.before_answer, add_special_tokens=False)["input_ids"]
+    else:  # the server puts the answer prefix in the prompt: the reply text is the prefix alone
+        user_len = len(ids) - len(decoding.prefix_ids)
+    full = ids + [decoding.choice_ids[row.choice]] + end_of_turn_ids(model)
     if len(full) > model.max_length:
         raise ValueError(f"the judge row is {len(full)} tokens, over the model's limit of {model.max_length}")
     vision.update(model.family.item_positions(full, vision))
-    return EncodedItem(input_ids=full, vision=vision, prefix_len=len(ids))
+    return EncodedItem(input_ids=full, vision=vision, prefix_len=user_len)
 
 
 def end_of_turn_ids(model) -> list[int]:
@@ -123,15 +121,18 @@ class JudgeCollator(PairCollator):
     def __init__(self, model, config: JudgeConfig, *, skip_bad: bool = False):
         super().__init__(model, lm_targets="both", skip_bad=skip_bad)
         self.config = config
-        self.choice_ids = choice_token_ids(config, model.tokenizer)
+        self.decoding = model.judge_decoding()  # the server's: prefix ids, choice ids (checked single tokens)
+        if self.decoding is None:
+            raise ValueError(f"model {model.name!r} is not a generative judge (no judge section or no LM head)")
+        self.choice_ids = self.decoding.choice_ids
         self.end_tokens = len(end_of_turn_ids(model))
         self._choices: list[tuple[int, int]] = []
 
     def encode_pair(self, rec: PairRecord):
         try:
             first, second = judge_rows(self.config, rec)
-            encoded = (encode_judge_row(self.model, first, self.choice_ids),
-                       encode_judge_row(self.model, second, self.choice_ids))
+            encoded = (encode_judge_row(self.model, self.config, self.decoding, first),
+                       encode_judge_row(self.model, self.config, self.decoding, second))
         except DataError:
             raise
         except ValueError as e:  # InvalidInput (unreadable images, images for a text-only model), too long
