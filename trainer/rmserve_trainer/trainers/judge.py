@@ -54,14 +54,14 @@ class JudgeTrainer(PairTrainer):
     def checkpoint_extra(self) -> dict:
         return {"judge": self.judge.to_dict()}
 
-    def _choice_logprobs(self, out: dict, pb: PairBatch) -> torch.Tensor:
+    def _choice_logprobs(self, out: dict) -> torch.Tensor:
         """(2B, C) log p(choice) over the whole vocabulary at each row's answer position."""
         return torch.log_softmax(out["lm_logits_at"].float(), dim=-1)[:, list(self.collator.choice_ids)]
 
     def compute_loss(self, pb: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.module(pb.batch, lm_labels=pb.lm_labels, paired_images=True, heads=False, lm_at=pb.answer_at)
         loss = out["lm_loss"]
-        answers = self._choice_logprobs(out, pb).argmax(-1)
+        answers = self._choice_logprobs(out).argmax(-1)
         return loss, {"lm": loss.item(), "acc": (answers == pb.answer).float().mean().item(), "loss": loss.item()}
 
     def rewards(self, logprobs: torch.Tensor, n_pairs: int) -> tuple[list[float], list[float]]:
@@ -87,7 +87,7 @@ class JudgeTrainer(PairTrainer):
         lm, answer_hits, chosen, rejected = [], [], [], []
         for pb in self.eval_loader:
             out = self.module(pb.batch, lm_labels=pb.lm_labels, paired_images=True, heads=False, lm_at=pb.answer_at)
-            logprobs = self._choice_logprobs(out, pb)
+            logprobs = self._choice_logprobs(out)
             hits = (logprobs.argmax(-1) == pb.answer).float()
             lm.append(acc.gather(out["lm_loss"].reshape(1)))
             answer_hits.append(acc.gather_for_metrics(torch.stack([pb.chosen(hits), pb.rejected(hits)], dim=1)))
