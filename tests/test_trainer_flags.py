@@ -1,4 +1,4 @@
-"""rmserve-train's bt/critique flags come from TrainConfig's fields (trainer/rmserve_trainer/flags.py): every flag
+"""rmserve-train's bt/critique/judge flags come from TrainConfig's fields (trainer/rmserve_trainer/flags.py): every
 the hand-written parser had still parses to the same TrainConfig, with the same per-command defaults."""
 
 from __future__ import annotations
@@ -68,3 +68,20 @@ def test_every_field_is_a_flag_or_set_by_the_command(command):
     help_text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
     for f in flag_fields(TrainConfig, command):
         assert f.metadata["help"].split()[0] in help_text, f.name
+
+
+def test_judge_takes_the_run_flags_but_none_of_the_reward_head_flags():
+    """A generative judge trains its LM on its replies only: the loop's flags apply, the heads' losses do not."""
+    assert parse("judge") == TrainConfig(output_dir="out", lm_weight=1.0, reward_weight=0.0, lm_targets="both")
+    run = ["--lr", "1e-3", "--max-steps", "7", "--seed", "5", "--precision", "bf16", "--skip-bad", "--no-progress"]
+    assert parse("judge", *run) == TrainConfig(output_dir="out", lm_weight=1.0, reward_weight=0.0, lm_targets="both",
+                                               lr=1e-3, max_steps=7, seed=5, precision="bf16", skip_bad=True,
+                                               progress=False)
+    for flag in (["--reward-weight", "1"], ["--centering", "0.1"], ["--no-margin"], ["--lm-weight", "2"],
+                 ["--safety-weight", "1"], ["--attribute-weight", "1"], ["--head-width", "8"]):
+        with pytest.raises(SystemExit):
+            parse("judge", *flag)
+    heads_only = {"centering", "use_margin", "safety_weight", "attribute_weight", "prompt_bt_weight",
+                  "lm_chosen_in_prompt"}
+    reachable = {f.name for f in flag_fields(TrainConfig, "judge")} | set(COMMAND_FIXED["judge"])
+    assert reachable == {f.name for f in dataclasses.fields(TrainConfig)} - heads_only

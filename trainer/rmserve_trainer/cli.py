@@ -3,6 +3,7 @@
     rmserve-train bt --model Qwen2.5-VL-7B-Instruct --train pairs.jsonl --image-root imgs --output runs/bt
     rmserve-train bt --tiny qwen2_5_vl --train pairs.jsonl --max-steps 20 --lr 1e-3 --output /tmp/rm
     rmserve-train critique --model llava-ov-7b --train dpo_pairs.jsonl --format mmrlhf --lora --output runs/crit
+    rmserve-train judge --model Qwen2.5-VL-7B-Instruct --train pairs.jsonl --judge-mode pairwise --output runs/judge
     rmserve-train bt ... --safety-categories all --safety-weight 1 --attributes helpfulness,correctness
     rmserve-train demo --output models/demo          # the shipped demo model, from scratch, ~6 min on 1 core
     accelerate launch --config_file trainer/configs/fsdp.yaml -m rmserve_trainer.cli bt ...   # GPUs
@@ -45,7 +46,7 @@ def _data_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, default=None, help="read at most this many pairs per file")
 
 
-def _model_arguments(p: argparse.ArgumentParser) -> None:
+def _model_arguments(p: argparse.ArgumentParser, heads: bool = True) -> None:
     g = p.add_argument_group("model")
     src = g.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="an HF backbone directory or an rmserve checkpoint to continue from")
@@ -53,6 +54,13 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
                      "llava_onevision, qwen2, llama")
     g.add_argument("--name", default=None, help="model name stored in the checkpoint")
     g.add_argument("--dtype", default="float32", help="dtype to load --model in (float32 | bfloat16)")
+    g.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the saved weights)")
+    g.add_argument("--lora-r", type=int, default=16)
+    g.add_argument("--lora-alpha", type=int, default=32)
+    g.add_argument("--lora-dropout", type=float, default=0.05)
+    g.add_argument("--train-vision", action="store_true", help="unfreeze the vision tower (frozen by default)")
+    if not heads:  # a generative judge has none
+        return
     g.add_argument("--head-kind", default="mlp", choices=("mlp", "linear"))
     g.add_argument("--head-width", type=int, default=None, help="MLP width (default: the hidden size)")
     g.add_argument("--head-activation", default="silu", choices=("silu", "tanh", "relu", "gelu"))
@@ -60,12 +68,7 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--aux-head-kind", default="linear", choices=("mlp", "linear"), help="safety/attribute heads")
     g.add_argument("--safety-categories", default=None, help="add a safety head: 'all' or codes like S1,S10")
     g.add_argument("--attributes", default=None, help="add an attribute head: comma-separated names")
-    g.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the saved weights)")
-    g.add_argument("--lora-r", type=int, default=16)
-    g.add_argument("--lora-alpha", type=int, default=32)
-    g.add_argument("--lora-dropout", type=float, default=0.05)
     g.add_argument("--freeze-backbone", action="store_true", help="train the heads only")
-    g.add_argument("--train-vision", action="store_true", help="unfreeze the vision tower (frozen by default)")
 
 
 # What rmserve-train's subcommands default to where TrainConfig's library defaults differ. Safety/attribute
@@ -74,9 +77,12 @@ def _model_arguments(p: argparse.ArgumentParser) -> None:
 COMMAND_DEFAULTS = {
     "bt": {"safety_weight": 1.0, "attribute_weight": 1.0},
     "critique": {"safety_weight": 1.0, "attribute_weight": 1.0, "lm_weight": 1.0, "centering": 0.01},
+    "judge": {},
 }
-# Set by the subcommand, never by a flag: the LM loss of a critique model reads both critiques.
-COMMAND_FIXED = {"bt": {"lm_targets": "chosen"}, "critique": {"lm_targets": "both"}}
+# Set by the subcommand, never by a flag: the LM loss of a critique model reads both critiques; a judge's
+# loss is the LM loss on its replies alone (trainers/judge.py), so the reward-head weights are off.
+COMMAND_FIXED = {"bt": {"lm_targets": "chosen"}, "critique": {"lm_targets": "both"},
+                 "judge": {"lm_targets": "both", "lm_weight": 1.0, "reward_weight": 0.0}}
 
 
 def _train_arguments(p: argparse.ArgumentParser, command: str) -> None:
@@ -85,8 +91,43 @@ def _train_arguments(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (pin it for reproducible runs)")
 
 
+def _judge_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("judge (the checkpoint's \"judge\" section; docs/architecture.md)")
+    g.add_argument("--judge-mode", default="pairwise", choices=("pairwise", "pointwise"),
+                   help="pairwise: which of A/B is better (both orders trained); pointwise: a score per response")
+    g.add_argument("--judge-config", default=None, metavar="JSON",
+                   help="a whole judge section (template, answer_prefix, choices, values, ...) instead of the "
+                   "mode's default")
+    g.add_argument("--judge-template", default=None, metavar="FILE",
+                   help="the judge's user message: {prompt} {response_a} {response_b} (pairwise) or {prompt} "
+                   "{response} (pointwise)")
+    g.add_argument("--reasoning", action="store_true",
+                   help="the judge writes a judgment before the answer (trained on chosen_reason/rejected_reason)")
+    g.add_argument("--judge-max-new-tokens", type=int, default=256, help="judgment length at serving time")
+
+
+def judge_section(args) -> dict:
+    """The ``judge`` section a ``judge`` command line describes (validated: JudgeConfigError names the field)."""
+    import json
+
+    from rmserve.models.judge_format import JudgeConfig
+
+    from .trainers.judge import DEFAULT_JUDGES
+
+    if args.judge_config:
+        with open(args.judge_config, encoding="utf-8") as f:
+            section = json.load(f)
+    else:
+        section = dict(DEFAULT_JUDGES[args.judge_mode], reasoning=args.reasoning,
+                       max_new_tokens=args.judge_max_new_tokens)
+    if args.judge_template:
+        with open(args.judge_template, encoding="utf-8") as f:
+            section["template"] = f.read()
+    return JudgeConfig.from_dict(section).to_dict()
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """The TrainConfig a parsed ``bt`` / ``critique`` command line describes."""
+    """The TrainConfig a parsed ``bt`` / ``critique`` / ``judge`` command line describes."""
     return dataclass_from_args(TrainConfig, args, args.command, **COMMAND_FIXED[args.command])
 
 
@@ -106,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     crit.add_argument("--template", default=None, help="evaluator prompt file with {question} and {response}")
     crit.add_argument("--max-new-tokens", type=int, default=256, help="critique length at serving time")
     crit.add_argument("--eval-generate", type=int, default=0, help="eval pairs scored with generated critiques")
+
+    judge = sub.add_parser("judge", help="generative judge (GenRM): SFT on judgments rendered from pairs")
+    _data_arguments(judge)
+    _model_arguments(judge, heads=False)
+    _train_arguments(judge, "judge")
+    _judge_arguments(judge)
 
     demo = sub.add_parser("demo", help="train the shipped demo model from scratch on CPU (deterministic)")
     from .demo import add_arguments as demo_arguments
@@ -138,8 +185,36 @@ def _read(paths: list[str], args) -> list:
     return records
 
 
+def _read_train_eval(args) -> tuple[list, list | None]:
+    train, evaluation = _read(args.train, args), _read(args.eval, args) if args.eval else None
+    if not train:
+        raise SystemExit("no training pairs left after reading the data")
+    return train, evaluation
+
+
+def build_judge_trainer(args):
+    """A ``judge`` command line: the backbone (no heads) + the judge section, LM loss on the judgments."""
+    from rmserve.models.judge_format import JudgeConfig
+
+    from .modeling import apply_lora, build_judge_model, set_trainable
+    from .trainers.judge import JudgeTrainer
+
+    section = judge_section(args)
+    model = build_judge_model(model=args.model, tiny=args.tiny, judge=section, seed=args.seed, dtype=args.dtype,
+                              name=args.name)
+    lora_scaling = None
+    if args.lora:
+        lora_scaling = apply_lora(model, r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                                  train_vision=args.train_vision)
+    else:
+        set_trainable(model, train_vision=args.train_vision, train_lm_head=True)
+    train, evaluation = _read_train_eval(args)
+    return JudgeTrainer(model, train_config(args), train, evaluation, judge=JudgeConfig.from_dict(section),
+                        lora_scaling=lora_scaling)
+
+
 def build_trainer(args):
-    """The trainer a ``bt`` / ``critique`` command line describes (also used by tests and accelerate workers)."""
+    """The trainer a ``bt`` / ``critique`` / ``judge`` command line describes (tests and accelerate workers too)."""
     import torch
 
     from .hazards import parse_categories
@@ -148,6 +223,8 @@ def build_trainer(args):
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.command == "judge":
+        return build_judge_trainer(args)
     critique = args.command == "critique"
     heads = HeadOptions(
         kind=args.head_kind, width=args.head_width, activation=args.head_activation, layers=args.head_layers,
@@ -166,9 +243,7 @@ def build_trainer(args):
         set_trainable(model, train_vision=args.train_vision, train_backbone=not args.freeze_backbone,
                       train_lm_head=train_lm_head and not args.freeze_backbone)
     config = train_config(args)
-    train, evaluation = _read(args.train, args), _read(args.eval, args) if args.eval else None
-    if not train:
-        raise SystemExit("no training pairs left after reading the data")
+    train, evaluation = _read_train_eval(args)
     if critique:
         from rmserve.models.critique import CritiqueConfig
 

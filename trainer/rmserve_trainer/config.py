@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+# The subcommands that train heads; ``judge`` (a generative judge: no heads, LM loss only) takes none of their flags.
+HEADS = ("bt", "critique")
+
 
 def _opt(default: Any, help: str, **cli) -> Any:
     """A TrainConfig field and its ``rmserve-train`` flag (trainer/rmserve_trainer/flags.py reads ``cli``):
@@ -15,7 +18,7 @@ def _opt(default: Any, help: str, **cli) -> Any:
 
 @dataclass
 class TrainConfig:
-    """One training run. Every field is also a ``rmserve-train bt | critique`` flag (``--lr`` for ``lr``):
+    """One training run. Every field is also a ``rmserve-train bt | critique | judge`` flag (``--lr`` for ``lr``):
     the flags, their defaults and their help come from here."""
 
     output_dir: str = field(metadata={"help": "checkpoint directory (rmserve format)", "flag": "--output"})
@@ -30,11 +33,11 @@ class TrainConfig:
     max_grad_norm: float = _opt(1.0, "gradient clipping norm (0: no clipping)")
     precision: str = _opt("fp32", "fp32, or bf16 autocast (master weights stay fp32)", choices=("fp32", "bf16"))
     seed: int = _opt(0, "seed of the weights, the data order and dropout")
-    reward_weight: float = _opt(1.0, "BT loss weight (0: train other heads only)")
-    centering: float = _opt(0.0, "weight of mean((r_c + r_r)^2)")  # MM-RLHF uses 0.01
+    reward_weight: float = _opt(1.0, "BT loss weight (0: train other heads only)", commands=HEADS)
+    centering: float = _opt(0.0, "weight of mean((r_c + r_r)^2)", commands=HEADS)  # MM-RLHF uses 0.01
     # True: the records' margins are subtracted inside the BT sigmoid
-    use_margin: bool = _opt(True, "ignore the records' margins", flag="--no-margin")
-    lm_weight: float = _opt(0.0, "LM loss weight")
+    use_margin: bool = _opt(True, "ignore the records' margins", flag="--no-margin", commands=HEADS)
+    lm_weight: float = _opt(0.0, "LM loss weight", commands=HEADS)
     # which responses the LM loss reads: chosen | both (set by the subcommand: critique reads both)
     lm_targets: str = _opt("chosen", "", flag=None)
     lm_chosen_in_prompt: bool = _opt(
@@ -45,8 +48,8 @@ class TrainConfig:
         commands=("critique",))
     # 0 here (library callers opt in); rmserve-train defaults both to 1 (cli.COMMAND_DEFAULTS), since there a
     # safety/attribute head exists only when --safety-categories/--attributes asked for one.
-    safety_weight: float = _opt(0.0, "safety BCE weight (with a safety head)")
-    attribute_weight: float = _opt(0.0, "attribute MSE weight (with --attributes)")
+    safety_weight: float = _opt(0.0, "safety BCE weight (with a safety head)", commands=HEADS)
+    attribute_weight: float = _opt(0.0, "attribute MSE weight (with --attributes)", commands=HEADS)
     log_every: int = _opt(10, "optimizer steps between train/* metrics")
     eval_every: int = _opt(0, "optimizer steps between evaluations (0: evaluate at the end only)")
     save_every: int = _opt(0, "optimizer steps between checkpoints (0: save at the end only)")

@@ -149,7 +149,13 @@ def _score_item(record: PairRecord, images: list, response: str) -> ScoreItem:
 
 def score_pairs(records: list[PairRecord], scorer: Scorer, *, chunk: int = CHUNK_RECORDS,
                 progress: bool = False) -> list[ScoredPair]:
-    """Score both sides of every pair; a response shared by pairs of one prompt is scored once."""
+    """Score both sides of every pair; a response shared by pairs of one prompt is scored once.
+
+    A pairwise judge (``scorer.pairwise``) compares the two sides instead: chosen = P(chosen better) as
+    ``/v1/compare`` gives it (both orders averaged), rejected = 1 - that, so accuracy and the metrics read
+    the same way (margin = 2 P - 1)."""
+    if getattr(scorer, "pairwise", False):
+        return _compare_pairs(records, scorer, chunk=chunk, progress=progress)
     out: list[ScoredPair] = []
     for start in range(0, len(records), chunk):
         part = records[start:start + chunk]
@@ -182,6 +188,30 @@ def score_pairs(records: list[PairRecord], scorer: Scorer, *, chunk: int = CHUNK
                                   rewards[j] if j is not None else None, error))
         if progress:
             print(f"  scored {min(start + chunk, len(records))}/{len(records)} pairs", flush=True)
+    return out
+
+
+def _compare_pairs(records: list[PairRecord], scorer, *, chunk: int, progress: bool) -> list[ScoredPair]:
+    out: list[ScoredPair] = []
+    for start in range(0, len(records), chunk):
+        part = records[start:start + chunk]
+        pairs: list[tuple[ScoreItem, ScoreItem]] = []
+        slots: list[tuple[int | None, str | None]] = []
+        for r in part:
+            try:
+                images = record_images(r)
+            except DataError as e:
+                slots.append((None, str(e)))
+                continue
+            slots.append((len(pairs), None))
+            pairs.append((_score_item(r, images, r.chosen), _score_item(r, images, r.rejected)))
+        probs = scorer.compare(pairs)
+        for r, (k, error) in zip(part, slots, strict=True):
+            p = probs[k] if k is not None else None
+            error = error or (scorer.errors.get(k) if k is not None else None)
+            out.append(ScoredPair(r.id, r.category or "all", p, None if p is None else 1.0 - p, error))
+        if progress:
+            print(f"  compared {min(start + chunk, len(records))}/{len(records)} pairs", flush=True)
     return out
 
 

@@ -82,6 +82,34 @@ def build_reward_model(*, model: str | None = None, tiny: str | None = None, hea
     return rm
 
 
+def build_judge_model(*, model: str | None = None, tiny: str | None = None, judge: dict, seed: int = 0,
+                      dtype: str = "float32", name: str | None = None, tiny_kwargs: dict | None = None,
+                      ) -> RewardModel:
+    """A generative judge to fine-tune: a backbone that can generate, no heads, the ``judge`` section.
+
+    From ``--tiny``, an HF causal LM / VLM directory, or an rmserve checkpoint (a judge to continue, or a
+    scalar / critique model whose backbone becomes the judge; its heads are dropped).
+    """
+    if (model is None) == (tiny is None):
+        raise ValueError("give exactly one of --model (a directory) or --tiny FAMILY")
+    max_length = None
+    if tiny is not None:
+        backbone, processor = build_tiny_backbone(tiny, seed=seed, **(tiny_kwargs or {}))
+        family, default_name = None, f"tiny-judge-{tiny}"
+    elif os.path.exists(os.path.join(model, CONFIG_NAME)):
+        start = load_reward_model(model, dtype=dtype)
+        backbone, processor, family, max_length = start.backbone, start.processor, start.family_name, start.max_length
+        default_name = start.name
+    else:
+        backbone, processor, family = load_backbone(model, dtype=dtype)
+        default_name = os.path.basename(os.path.normpath(model))
+    rm = RewardModel.from_backbone(backbone, processor, heads={}, family=family, name=name or default_name,
+                                   max_length=max_length, extra_config={"judge": dict(judge)})
+    if rm.judge_decoding() is None:  # also checks the section against this tokenizer (single-token choices)
+        raise ValueError(f"{model or tiny}: a judge needs a backbone that can generate (with its LM head)")
+    return rm
+
+
 def vision_modules(rm: RewardModel) -> list[nn.Module]:
     """The vision encoder: Qwen-VL's ``visual`` without its patch merger, LLaVA's ``vision_tower``.
 
@@ -171,10 +199,13 @@ class TrainModule(nn.Module):
         self._no_split_modules = getattr(rm.backbone, "_no_split_modules", None)
 
     def forward(self, batch, lm_labels: torch.Tensor | None = None, paired_images: bool = False,
-                reward_at: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                reward_at: torch.Tensor | None = None, heads: bool = True,
+                lm_at: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``paired_images``: rows [N/2, N) carry the same images as rows [0, N/2) (the two responses of
         each pair), so the vision tower runs on the first half only (Qwen-VL; the output is identical).
-        ``reward_at``: (N,) positions where the reward head also reads the hidden state ("reward_at" out)."""
+        ``reward_at``: (N,) positions where the reward head also reads the hidden state ("reward_at" out).
+        ``heads=False``: no head outputs (a generative judge has none). ``lm_at``: (N,) positions whose
+        next-token logits come back as "lm_logits_at" (N, V) (a judge's answer position)."""
         rm = self.rm
         base = rm.base_model()
         inputs = dict(batch.model_inputs)
@@ -182,12 +213,14 @@ class TrainModule(nn.Module):
             inputs = _share_pair_images(base, inputs)
         out = base(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=False, **inputs)
         hidden = out.last_hidden_state  # (N, L, H)
-        result = rm.apply_heads(pool_last(hidden, batch.attention_mask))
+        result = rm.apply_heads(pool_last(hidden, batch.attention_mask)) if heads else {}
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
         if lm_labels is not None:
             result["lm_loss"] = lm_cross_entropy(hidden, lm_labels, rm.backbone.get_output_embeddings())
         if reward_at is not None:
-            rows = torch.arange(hidden.shape[0], device=hidden.device)
             result["reward_at"] = rm.heads["reward"](hidden[rows, reward_at])[:, 0]  # (N,)
+        if lm_at is not None:
+            result["lm_logits_at"] = rm.backbone.get_output_embeddings()(hidden[rows, lm_at])  # (N, V)
         return result
 
 

@@ -66,6 +66,46 @@ def image_data_url(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def wire_item(item: ScoreItem, image_urls: dict[int, str]) -> dict:
+    """An item as a /v1/score row (images as PNG data URLs; ``image_urls`` caches them by ``id(image)``, so
+    the caller keeps the images alive while it holds the cache: ids of freed objects can be reused)."""
+    row: dict = {"response": item.response}
+    urls = [image_urls.setdefault(id(im), image_data_url(im)) for im in item.images]
+    placed = item.messages is not None and any(
+        isinstance(m["content"], list) and any(p["type"] in ("image", "video") for p in m["content"])
+        for m in item.messages)
+    if placed:  # media parts: each image / video goes back where its part sits, as the server takes them
+        images, videos = iter(urls), iter(item.videos)
+        row["messages"] = [{**m, "content": [_wire_part(p, images, videos, image_urls) for p in m["content"]]}
+                           if isinstance(m["content"], list) else m for m in item.messages]
+    elif item.messages is not None:
+        row["messages"] = item.messages
+    else:
+        row["prompt"] = item.prompt
+    if item.truncate:
+        row["truncate"] = True
+    if urls and not placed:
+        row["images"] = urls
+    return row
+
+
+def _wire_part(part: dict, images, videos, image_urls: dict[int, str]) -> dict:
+    if part["type"] == "image":
+        return {"type": "image_url", "image_url": {"url": next(images)}}
+    if part["type"] == "video":
+        clip = next(videos)
+        frames = [image_urls.setdefault(id(f), image_data_url(f)) for f in clip.frames]
+        return {"type": "video", "frames": frames, "fps": clip.fps}
+    return part
+
+
+def wire_pair(chosen: ScoreItem, rejected: ScoreItem, image_urls: dict[int, str]) -> dict:
+    """Two items of one conversation as a /v1/compare body (``response_a`` = the first)."""
+    body = wire_item(chosen, image_urls)
+    del body["response"]
+    return {**body, "response_a": chosen.response, "response_b": rejected.response}
+
+
 class HttpScorer:
     """Scores through ``POST {url}/v1/score`` in batches of ``batch_size`` items.
 
@@ -85,6 +125,7 @@ class HttpScorer:
         self.retries = retries
         self.name = model or self.url
         self.errors: dict[int, str] = {}
+        self.pairwise = False  # a pairwise judge is measured with compare(), not score() (make_scorer sets it)
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.client = httpx.Client(timeout=timeout, headers=headers, transport=transport)
         self._image_urls: dict[int, str] = {}  # id(image) -> data URL, for images shared by many items
@@ -99,41 +140,16 @@ class HttpScorer:
         self.close()
 
     def _wire(self, item: ScoreItem) -> dict:
-        row: dict = {"response": item.response}
-        # Keep the images alive while cached: ids of freed objects can be reused.
-        urls = [self._image_urls.setdefault(id(im), image_data_url(im)) for im in item.images]
-        placed = item.messages is not None and any(
-            isinstance(m["content"], list) and any(p["type"] in ("image", "video") for p in m["content"])
-            for m in item.messages)
-        if placed:  # media parts: each image / video goes back where its part sits, as the server takes them
-            images, videos = iter(urls), iter(item.videos)
-            row["messages"] = [{**m, "content": [self._part(p, images, videos) for p in m["content"]]}
-                               if isinstance(m["content"], list) else m for m in item.messages]
-        elif item.messages is not None:
-            row["messages"] = item.messages
-        else:
-            row["prompt"] = item.prompt
-        if item.truncate:
-            row["truncate"] = True
-        if urls and not placed:
-            row["images"] = urls
-        return row
-
-    def _part(self, part: dict, images, videos) -> dict:
-        if part["type"] == "image":
-            return {"type": "image_url", "image_url": {"url": next(images)}}
-        if part["type"] == "video":
-            clip = next(videos)
-            frames = [self._image_urls.setdefault(id(f), image_data_url(f)) for f in clip.frames]
-            return {"type": "video", "frames": frames, "fps": clip.fps}
-        return part
+        return wire_item(item, self._image_urls)
 
     def _post(self, rows: list[dict]) -> httpx.Response:
-        body: dict = {"items": rows}
+        return self._request("/v1/score", {"items": rows})
+
+    def _request(self, path: str, body: dict) -> httpx.Response:
         if self.model:
-            body["model"] = self.model
+            body = {**body, "model": self.model}
         for attempt in range(self.retries + 1):
-            response = self.client.post(f"{self.url}/v1/score", json=body)
+            response = self.client.post(f"{self.url}{path}", json=body)
             if response.status_code not in self.RETRY_STATUS or attempt == self.retries:
                 return response
             time.sleep(min(8.0, 0.25 * 2**attempt))
@@ -175,14 +191,51 @@ class HttpScorer:
         return out
 
 
+    def compare(self, pairs: list[tuple[ScoreItem, ScoreItem]]) -> list[float | None]:
+        """``prob_a_better`` of ``POST {url}/v1/compare`` per (first, second) pair: with a pairwise judge,
+        P(first better) from both orders. A pair the server refuses is None, its reason in ``errors``."""
+        self.errors = {}
+        out: list[float | None] = [None] * len(pairs)
+        for i, (first, second) in enumerate(pairs):
+            response = self._request("/v1/compare", wire_pair(first, second, self._image_urls))
+            status = response.status_code
+            if status == 200:
+                out[i] = float(response.json()["prob_a_better"])
+            elif 400 <= status < 500 and status not in self.FATAL_STATUS:
+                self.errors[i] = self._error_message(response)
+            else:
+                raise RuntimeError(f"comparing at {self.url} failed: {self._error_message(response)}")
+        self._image_urls.clear()
+        return out
+
+    def judge_mode(self) -> str | None:
+        """The served model's judge mode (``GET /v1/models``: "pairwise" | "pointwise"), None for a scalar model."""
+        response = self.client.get(f"{self.url}/v1/models")
+        if response.status_code != 200:
+            raise RuntimeError(f"listing the models at {self.url} failed: {self._error_message(response)}")
+        cards = response.json()["data"]
+        card = next((c for c in cards if c["id"] == self.model), None) if self.model else next(
+            (c for c in cards if c.get("default")), cards[0] if cards else None)
+        return card.get("judge") if card else None
+
+
 def make_scorer(*, model: str | None = None, url: str | None = None, batch_size: int = 16, device: str = "cpu",
                 dtype: str = "float32", api_key: str | None = None, timeout: float = 120.0) -> Scorer:
-    """Exactly one of ``model`` (a checkpoint directory) or ``url`` (a running server)."""
+    """Exactly one of ``model`` (a checkpoint directory) or ``url`` (a running server). A generative judge
+    checkpoint gets a ``LocalJudgeScorer`` (rmserve_trainer.judging); a judge behind ``url`` is asked
+    through /v1/compare when it is pairwise."""
     if (model is None) == (url is None):
         raise ValueError("give exactly one of --model (a checkpoint directory) or --url (a running rmserve)")
     if model is not None:
-        return LocalScorer.from_path(model, device=device, dtype=dtype, batch_size=batch_size)
-    return HttpScorer(url, batch_size=batch_size, api_key=api_key, timeout=timeout)
+        rm = load_reward_model(model, device=device, dtype=dtype)
+        if "judge" in rm.extra_config:  # a generative judge: scored by rmserve's in-process judge path
+            from .judging import LocalJudgeScorer
+
+            return LocalJudgeScorer(rm, batch_size=batch_size)
+        return LocalScorer(rm, batch_size=batch_size)
+    scorer = HttpScorer(url, batch_size=batch_size, api_key=api_key, timeout=timeout)
+    scorer.pairwise = scorer.judge_mode() == "pairwise"  # then pairs go to /v1/compare (eval.score_pairs)
+    return scorer
 
 
 def close_scorer(scorer: Scorer) -> None:
@@ -209,4 +262,4 @@ def scorer_from_args(args) -> Scorer:
 
 
 __all__ = ["Scorer", "LocalScorer", "HttpScorer", "make_scorer", "close_scorer", "image_data_url",
-           "add_scorer_arguments", "scorer_from_args"]
+           "add_scorer_arguments", "scorer_from_args", "wire_item", "wire_pair"]

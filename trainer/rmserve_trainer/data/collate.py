@@ -38,6 +38,8 @@ class PairBatch:
     attributes: torch.Tensor | None = None  # (2B, K) regression targets
     attributes_mask: torch.Tensor | None = None  # (2B, K) 1 where a target is given
     prompt_end: torch.Tensor | None = None  # (2B,) index of each row's last prompt token (before the response)
+    answer_at: torch.Tensor | None = None  # (2B,) judges: the position whose next token is the answer choice
+    answer: torch.Tensor | None = None  # (2B,) judges: each row's target choice index
 
     @property
     def n_pairs(self) -> int:
@@ -54,7 +56,7 @@ class PairBatch:
             return t.to(device) if isinstance(t, torch.Tensor) else t
         return PairBatch(self.batch.to(device), move(self.margin), self.ids, move(self.lm_labels), move(self.safety),
                          move(self.safety_mask), move(self.attributes), move(self.attributes_mask),
-                         move(self.prompt_end))
+                         move(self.prompt_end), move(self.answer_at), move(self.answer))
 
 
 # ---- what sequence each side of a pair is ------------------------------------------------------------
