@@ -18,8 +18,8 @@ import torch
 
 from rmserve.errors import InvalidInput
 from rmserve.models import ScoreItem
+from rmserve.models.batch import Batch
 from rmserve.models.critique import CritiqueConfig, scored_item
-from rmserve.models.reward_model import Batch
 
 from ..records import PairRecord
 from .base import DataError, record_images
