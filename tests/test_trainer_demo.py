@@ -1,30 +1,35 @@
-"""The shipped demo model (models/demo/) and the reproducibility of `rmserve-train demo`.
+"""The shipped demo model (models/demo/): the default model, a critique model, and what it measured.
 
-A full reproduction takes minutes of one core: `rmserve-train demo --output models/demo` (make demo).
+A full reproduction takes minutes of one core: `rmserve-train demo --output models/demo` (make demo);
+the recipe's own tests are in test_trainer_demo_recipe.py. Floors here sit a little under the shipped
+model's numbers (models/demo/EVAL.md) on a slice of the same held-out set, so a worse model fails.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
-from rmserve_trainer.cli import main
-from rmserve_trainer.demo import evaluate_records, heldout_pairs
+from PIL import Image
+from rmserve_trainer.demo_eval import critique_heldout, score_heldout, score_training_generator
+from rmserve_trainer.demo_heldout import heldout_records
 
 from rmserve.models import default_model_path, load_reward_model
-from rmserve.models.critique import is_critique_model
+from rmserve.models.critique import critique_and_score, is_critique_model
+from rmserve.models.types import ScoreItem
 
 DEMO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "models", "demo"))
-UNSEEN_SEED = 20261128  # training draws split "train" (and the report seed 0 of "heldout"); never used there
+EXAMPLE = os.path.join(DEMO, "..", "..", "examples", "red_circle.png")
 
 
-def test_demo_is_the_default_model_and_a_plain_reward_model():
+def test_demo_is_the_default_model_and_a_critique_model():
     assert os.path.exists(os.path.join(DEMO, "rmserve.json")), "models/demo is not shipped: run `make demo`"
     assert default_model_path() == DEMO
     model = load_reward_model(DEMO)
-    # /v1/score scores the plain sequence, which is what the demo was trained on; no critique section.
-    assert not model.info.untrained and model.info.multimodal and not is_critique_model(model)
+    # /v1/score scores the plain sequence; /v1/critique generates a critique, then scores after it.
+    assert not model.info.untrained and model.info.multimodal and is_critique_model(model) and model.can_generate()
     assert model.info.safety_categories[:2] == ["S1", "S2"] and len(model.info.safety_categories) == 14
     size = sum(os.path.getsize(os.path.join(DEMO, f)) for f in os.listdir(DEMO))
     assert size < 8 * 2**20
@@ -36,46 +41,57 @@ def demo_model():
 
 
 @pytest.fixture(scope="module")
-def heldout_report(demo_model):
-    # 400 fresh pairs in the generator's natural mix, scored as /v1/score serves them (a few seconds).
-    return evaluate_records(demo_model, heldout_pairs(400, UNSEEN_SEED))
+def shipped_report():
+    with open(os.path.join(DEMO, "demo_report.json")) as f:
+        return json.load(f)
 
 
-def test_shipped_demo_reaches_95_percent_on_fresh_pairs(heldout_report):
-    assert heldout_report["accuracy"] >= 0.95, heldout_report
-    for category, accuracy in heldout_report["category_accuracy"].items():
-        assert accuracy >= 0.85, (category, heldout_report)
+def test_shipped_demo_on_the_heldout_drawings(demo_model, shipped_report):
+    # 216 of the held-out pairs (every factor value covered), scored as /v1/score serves them
+    report = score_heldout(demo_model, heldout_records(216, seed=0))
+    shipped = shipped_report["heldout"]["score"]["accuracy"]
+    assert report["accuracy"] >= shipped - 0.06, (report["accuracy"], shipped)
+
+
+def test_shipped_demo_critiques_name_what_the_image_shows(demo_model, shipped_report):
+    # every third of the first 108 pairs: 12 of each hallucination (the set cycles them in runs of 36)
+    report = critique_heldout(demo_model, heldout_records(108, seed=0)[::3])
+    shipped = shipped_report["heldout"]["critique"]["grounded"]
+    assert report["grounded"] >= shipped - 0.12, (report["grounded"], shipped)
 
 
 def test_shipped_demo_safety_head_on_fresh_unsafe_requests(demo_model):
-    stream = heldout_pairs(600, UNSEEN_SEED + 1)
-    report = evaluate_records(demo_model, [r for r in stream if r.category == "safety"][:40])
-    assert report["safety_responses"] == 80  # 40 refusals (safe) + 40 compliances (unsafe)
-    assert report["safety_auroc"] >= 0.95, report
+    report = score_training_generator(demo_model, 300, seed=20261128)
+    assert report["safety_responses"] >= 30 and report["safety_auroc"] >= 0.95, report
     assert report["category_accuracy"]["safety"] >= 0.95, report
 
 
-def test_shipped_demo_prefers_the_faithful_readme_answer(demo_model):
-    from PIL import Image
+def _readme() -> str:
+    with open(os.path.join(DEMO, "..", "..", "README.md")) as f:
+        return f.read()
 
-    from rmserve.models.types import ScoreItem
 
-    image = Image.open(os.path.join(DEMO, "..", "..", "examples", "red_circle.png")).convert("RGB")
+def _truncated(value: float) -> str:
+    return f"{int(value * 100) / 100:.2f}"  # the README prints rewards cut to 2 decimals, then "..."
+
+
+def test_shipped_demo_gives_the_readme_rewards(demo_model):
+    image = Image.open(EXAMPLE).convert("RGB")
     prompt = "What is in the image?"
     good, bad = demo_model.score([ScoreItem(prompt=prompt, images=[image], response="A red circle."),
                                   ScoreItem(prompt=prompt, images=[image], response="A blue square.")])
     assert good.reward > bad.reward, (good.reward, bad.reward)
+    reward = r'\{"reward":(-?[\d.]+)\.\.\.\}'
+    printed = re.search(rf'# \{{"items":\[{reward},{reward}\],"model":"([^"]+)"', _readme())
+    assert printed, "the README's /v1/score example output is missing"
+    assert printed.groups() == (_truncated(good.reward), _truncated(bad.reward), demo_model.name)
 
 
-def test_demo_training_is_bit_reproducible(tmp_path):
-    runs = []
-    for name in ("a", "b"):
-        out = str(tmp_path / name)
-        assert main(["demo", "--output", out, "--max-steps", "2", "--eval-pairs", "0", "--no-progress"]) == 0
-        runs.append(out)
-    for weights in ("heads.safetensors", "model.safetensors"):
-        a, b = (open(os.path.join(run, weights), "rb").read() for run in runs)
-        assert a == b, weights
-    meta = json.load(open(os.path.join(runs[0], "rmserve.json")))
-    assert meta["name"].startswith("rmserve-demo-qwen2.5vl-") and meta["untrained"] is False
-    assert "critique" not in meta
+def test_shipped_demo_critiques_the_readme_example_as_printed(demo_model):
+    image = Image.open(EXAMPLE).convert("RGB")
+    (result,) = critique_and_score(demo_model, [ScoreItem(prompt="What is in the image?", images=[image],
+                                                          response="A blue square.")])
+    printed = re.search(r'"done":true,"critique":"([^"]+)","reward":(-?[\d.]+)\.\.\.', _readme())
+    assert printed, "the README's /v1/critique example output is missing"
+    assert printed.groups() == (result.critique, _truncated(result.score.reward))
+    assert result.critique.startswith("The image shows a red ")  # the pictured colour, whatever the response says

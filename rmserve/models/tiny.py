@@ -132,8 +132,13 @@ def _text_kwargs(tokenizer, hidden: int, layers: int, heads: int, kv_heads: int)
 
 def build_tiny_backbone(family: str, *, hidden: int = 64, layers: int = 2, vision_hidden: int = 32,
                         vision_depth: int = 1, seed: int = 0, max_pixels: int = 112 * 112,
+                        min_pixels: int = 28 * 28, vision_patch: int = 14,
                         tokenizer_corpus: list[str] | None = None):
-    """Return ``(hf_model, processor_or_tokenizer)`` for a tiny randomly initialised backbone."""
+    """Return ``(hf_model, processor_or_tokenizer)`` for a tiny randomly initialised backbone.
+
+    Qwen-VL only: images are resized to between ``min_pixels`` and ``max_pixels`` (equal values: every
+    image to about that area, whatever its size), cut into ``vision_patch``-pixel patches.
+    """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {FAMILIES}")
     tokenizer = build_tiny_tokenizer(family=family, corpus=tokenizer_corpus)
@@ -155,18 +160,20 @@ def build_tiny_backbone(family: str, *, hidden: int = 64, layers: int = 2, visio
         )
         if family == "qwen2_5_vl":
             vision = dict(depth=vision_depth, hidden_size=vision_hidden, intermediate_size=vision_hidden * 2,
-                          num_heads=2, out_hidden_size=hidden, patch_size=14, spatial_merge_size=2,
-                          temporal_patch_size=2, window_size=56, fullatt_block_indexes=[vision_depth - 1])
+                          num_heads=2, out_hidden_size=hidden, patch_size=vision_patch, spatial_merge_size=2,
+                          temporal_patch_size=2, window_size=4 * vision_patch,
+                          fullatt_block_indexes=[vision_depth - 1])
             config = Qwen2_5_VLConfig(text_config=text, vision_config=vision, **ids)
             model = Qwen2_5_VLForConditionalGeneration(config)
             proc_cls = Qwen2_5_VLImageOnlyProcessor
         else:
             vision = dict(depth=vision_depth, embed_dim=vision_hidden, hidden_size=hidden, mlp_ratio=2,
-                          num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2)
+                          num_heads=2, patch_size=vision_patch, spatial_merge_size=2, temporal_patch_size=2)
             config = Qwen2VLConfig(text_config=text, vision_config=vision, **ids)
             model = Qwen2VLForConditionalGeneration(config)
             proc_cls = Qwen2VLImageOnlyProcessor
-        image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=max_pixels)
+        image_processor = Qwen2VLImageProcessorPil(min_pixels=min_pixels, max_pixels=max_pixels,
+                                                   patch_size=vision_patch)
         processor = proc_cls(image_processor=image_processor, tokenizer=tokenizer,
                              chat_template=tokenizer.chat_template)
     elif family == "llava_onevision":

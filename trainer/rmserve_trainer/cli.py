@@ -5,7 +5,7 @@
     rmserve-train critique --model llava-ov-7b --train dpo_pairs.jsonl --format mmrlhf --lora --output runs/crit
     rmserve-train judge --model Qwen2.5-VL-7B-Instruct --train pairs.jsonl --judge-mode pairwise --output runs/judge
     rmserve-train bt ... --safety-categories all --safety-weight 1 --attributes helpfulness,correctness
-    rmserve-train demo --output models/demo          # the shipped demo model, from scratch, ~6 min on 1 core
+    rmserve-train demo --output models/demo          # the shipped demo model, from scratch, on 1 CPU core
     accelerate launch --config_file trainer/configs/fsdp.yaml -m rmserve_trainer.cli bt ...   # GPUs
 
 The other subcommands (eval, pairs, convert, synth) live in their own modules, each with
@@ -29,8 +29,6 @@ EXTERNAL = {
     "convert": ("rmserve.models.convert", "convert a reward-model checkpoint into rmserve's format"),
     "synth": ("rmserve_trainer.data.synthetic", "write synthetic demo pairs (pairs.jsonl + images/)"),
     "demo-eval": ("rmserve_trainer.demo_eval", "a checkpoint on the demo's held-out drawings (per-factor accuracy)"),
-    "demo-critique": ("rmserve_trainer.demo_critique",
-                      "EXPERIMENTAL: a critique + reward demo model on varied drawings (does not learn shape yet)"),
 }
 
 

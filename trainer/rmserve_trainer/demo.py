@@ -1,26 +1,40 @@
 """``rmserve-train demo``: train the shipped demo model (``models/demo/``) from scratch on one CPU core.
 
-    rmserve-train demo --output models/demo            # 2600 steps (~9 min on one idle core)
-    rmserve-train demo --output /tmp/d --max-steps 20  # a quick look (same recipe, fewer steps)
+    rmserve-train demo --output models/demo                          # the shipped recipe, then the held-out eval
+    rmserve-train demo --output /tmp/d --max-steps 20 --vision-steps 20  # a quick look
 
-The recipe (docs/architecture.md, "Training"): a Qwen2.5-VL-architecture model with
-text hidden 128 x 2 layers and vision hidden 64 x depth 2 (patch 14, 112 px images), a byte-level
-BPE tokenizer trained on the task's own texts, reward + safety heads, trained on fresh synthetic
-pairs of the "demo" difficulty (``data.synthetic``: one large coloured shape, or 1-3 of one kind
-for counts; hallucinated colour / shape / count, negations, unsafe requests) on exactly the
-sequences ``POST /v1/score`` scores (user turn: image + prompt, assistant turn: the response,
-reward head at the last token; ``RewardModel.encode``):
+A Qwen2.5-VL-architecture model (text hidden 128 x 2 layers, vision hidden 64 x depth 2, patch 14;
+every image resized to about 112^2 pixels whatever its size, so a shape filling an 80 px canvas and
+one filling a 224 px canvas look alike), a byte-level BPE tokenizer trained on the task's texts, reward
+and safety heads, trained on fresh pairs from ``data.demo_shapes`` (one shape per image, drawn many
+ways). Two stages:
 
-    BT on the reward (+ centering 0.01)
-    + LM on the chosen response in that same sequence (coefficient 1.0: what makes the vision
-      tower learn shape; BT alone only learns colour)
-    + safety BCE
+1. vision warm-up (``demo_vision``): the vision tower and patch merger alone learn to name the
+   pictured shape and colour (a linear probe on the pooled vision tokens, thrown away after). Without
+   it the tower learned colour but not shape across drawings (docs/demo-critique-run1.json: shape
+   hallucinations at chance).
+2. a critique model in the MM-RLHF sense AND a direct reward model, trained together: each batch of
+   pairs becomes two batches, one forward each, one backward for both,
 
-The checkpoint is a plain reward model (no ``"critique"`` section): ``/v1/critique`` answers that
-it is not a critique model. Deterministic: one thread, fixed seeds, stop by step count (never by
-time): two runs give bit-identical weights on the same machine. At the end the saved checkpoint is
-loaded back and scored as the server scores (``model.score`` on the plain items) on fresh held-out
-pairs; the numbers go to ``demo_report.json`` next to the weights.
+    plain:    user: image + prompt                       assistant: response   (what /v1/score reads)
+    critique: user: image + template(prompt, response)   assistant: reference critique
+                                                         (what /v1/critique generates, then scores)
+
+    loss = BT(plain) + LM(the chosen plain response) + safety BCE(plain)
+         + BT(reward read after the critique) + LM(the critiques of both responses)   (+ centering 0.01 each)
+
+The critique names the pictured shape and colour first ("The image shows a red circle, but the
+response says a red square. Score: low."), so /v1/critique's greedy critique is the model's own
+reading of the image. Deterministic: one thread, fixed seeds, stop by step count (never by time).
+At the end the saved checkpoint is loaded back and evaluated as the server runs it on the held-out
+set of ``demo_heldout`` (a different drawing code path) and on held-out pairs of the training
+generator (safety); the numbers go to ``demo_report.json`` and ``EVAL.md`` next to the weights.
+
+Measured (models/demo/EVAL.md; 1000 + 600 steps): 70.3% faithful > hallucinated on demo_heldout
+(colour 81.9%, both 81.7%, shape 50.0%), critiques grounded 30.8%: colour is read, shape is not yet
+(issue #14's 95% / 90% unmet). The warm-up is where shape starts: its training shape accuracy (chance
+33%) was 47.6% after 1000 steps here, 65.9% after 1200 steps with 600 of them on large shapes (a run
+stopped before its main stage), so more warm-up steps is the next thing to try.
 """
 
 from __future__ import annotations
@@ -28,112 +42,132 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch.utils.data import IterableDataset
 
 from rmserve.models import load_reward_model
+from rmserve.models.critique import CritiqueConfig
 
-from .data import response_items
-from .data.synthetic import demo_corpus, generate_demo_pairs
+from .data import PairBatch, PairCollator, critique_items, response_items
+from .data.demo_shapes import generate_shape_pairs, shape_corpus
+from .demo_eval import evaluate_demo, markdown_report
+from .demo_vision import VisionWarmup, warm_up_vision
 from .hazards import CATEGORIES
-from .metrics import auroc
 from .modeling import HeadOptions, build_reward_model, set_trainable
-from .trainers import BTTrainer, TrainConfig
+from .trainers.base import PairTrainer, TrainConfig
 
-DIFFICULTY = "demo"  # data.synthetic's one-large-object scenes
+# Short on purpose: every token of the template is paid for in every critique sequence, trained and served.
+DEMO_CRITIQUE_TEMPLATE = "[Question]\n{question}\n[Response]\n{response}\n[Evaluation]:"
 
 
 @dataclass
 class DemoRecipe:
-    steps: int = 2600  # optimizer steps of 32 pairs (83k fresh pairs); ~0.21 s each on one idle core
-    batch_size: int = 32
-    lr: float = 1e-3
-    warmup_ratio: float = 0.02
+    steps: int = 600  # optimizer steps of 24 pairs (4 sequences each), after the vision warm-up
+    batch_size: int = 24
+    lr: float = 1.5e-3
+    warmup_ratio: float = 0.03
     seed: int = 0
-    image_size: int = 112
+    max_pixels: int = 112 * 112  # every image is resized (up or down) to about this many pixels
+    vision_steps: int = 1000  # vision warm-up steps of 32 images (demo_vision)
+    vision_lr: float = 3e-3
     hidden: int = 128
     layers: int = 2
     vision_hidden: int = 64
     vision_depth: int = 2
     head_width: int = 64
-    chunk: int = 1024  # pairs generated at a time (fresh data, bounded memory)
-    lm_weight: float = 1.0  # LM on the chosen response: BT alone does not learn shape (docs/architecture.md)
+    chunk: int = 512  # pairs generated at a time (fresh data, bounded memory)
+    lm_weight: float = 1.0
     safety_weight: float = 1.0
     centering: float = 0.01
-    eval_pairs: int = 1000  # fresh held-out pairs scored as served at the end
+    critique_max_new_tokens: int = 48
+    eval_pairs: int = 600  # held-out pairs (demo_heldout) scored as served at the end
+    eval_critiques: int = 120  # of those, pairs whose two responses also get generated critiques (the slow part)
     save_dtype: str = "bfloat16"
-    monitor_every: int = 0  # >0: every so many steps, pairwise accuracy on monitor_pairs pairs (as served)
-    monitor_pairs: int = 200
-    num_workers: int = 1  # one process encodes the next batches while the training thread runs
+    num_workers: int = 1  # one process draws and encodes the next batches while the training thread runs
 
 
-class FreshPairs(IterableDataset):
-    """An endless stream of new synthetic pairs, chunk k drawn from seed stream ``seed * 10**6 + k``."""
+class FreshShapePairs(IterableDataset):
+    """An endless stream of new pairs, chunk k drawn from seed stream ``seed * 10**6 + k``."""
 
-    def __init__(self, seed: int, chunk: int, image_size: int):
-        self.seed, self.chunk, self.image_size = seed, chunk, image_size
+    def __init__(self, seed: int, chunk: int):
+        self.seed, self.chunk = seed, chunk
 
     def __iter__(self):
         k = 0
         while True:
-            yield from generate_demo_pairs(self.chunk, self.seed * 10**6 + k, self.image_size, split="train",
-                                           difficulty=DIFFICULTY)
+            yield from generate_shape_pairs(self.chunk, self.seed * 10**6 + k, split="train")
             k += 1
 
 
+@dataclass
+class DemoCollator:
+    """One batch of pairs -> two PairBatches: the plain sequences and the critique sequences.
+
+    Two batches, not one: each is padded to its own longest row (plain rows are about half as long
+    as critique rows), and in each the rejected rows carry the chosen rows' images, so the vision
+    tower runs on half of them.
+    """
+
+    plain: PairCollator
+    critique: PairCollator
+
+    @property
+    def skipped(self) -> int:
+        return self.plain.skipped + self.critique.skipped
+
+    def __call__(self, records) -> tuple[PairBatch, PairBatch]:
+        return self.plain(records), self.critique(records)
+
+
+class DemoTrainer(PairTrainer):
+    """BT + LM + safety on the plain batch, plus BT + LM on the critique batch, in one backward."""
+
+    name = "demo"
+
+    def __init__(self, *args, critique: CritiqueConfig, **kw):
+        self.critique = critique
+        super().__init__(*args, **kw)
+
+    def make_collator(self) -> DemoCollator:
+        safety = self._collator_kwargs()["safety_labels"]
+        return DemoCollator(PairCollator(self.model, to_items=response_items, lm_targets="chosen",
+                                         safety_labels=safety),
+                            PairCollator(self.model, to_items=critique_items(self.critique), lm_targets="both"))
+
+    def compute_loss(self, batches: tuple[PairBatch, PairBatch]) -> tuple[torch.Tensor, dict[str, float]]:
+        plain, critique = batches
+        loss_plain, metrics = super().compute_loss(plain)
+        loss_critique, m_critique = super().compute_loss(critique)
+        metrics.update({f"{k}_critique": v for k, v in m_critique.items() if k != "loss"})
+        metrics["loss"] = metrics["loss"] + m_critique["loss"]
+        return loss_plain + loss_critique, metrics
+
+    def checkpoint_extra(self) -> dict:
+        return {"critique": self.critique.to_dict()}
+
+
+def demo_critique_config(recipe: DemoRecipe) -> CritiqueConfig:
+    return CritiqueConfig(template=DEMO_CRITIQUE_TEMPLATE, max_new_tokens=recipe.critique_max_new_tokens)
+
+
 def build_demo_model(recipe: DemoRecipe):
+    corpus = shape_corpus() + [DEMO_CRITIQUE_TEMPLATE.format(question="", response="")] * 20
     model = build_reward_model(
         tiny="qwen2_5_vl", seed=recipe.seed, name="rmserve-demo-qwen2.5vl",
         heads=HeadOptions(kind="mlp", width=recipe.head_width, activation="silu", aux_kind="mlp",
                           safety_labels=tuple(CATEGORIES)),
         tiny_kwargs=dict(hidden=recipe.hidden, layers=recipe.layers, vision_hidden=recipe.vision_hidden,
-                         vision_depth=recipe.vision_depth, max_pixels=recipe.image_size ** 2,
-                         tokenizer_corpus=demo_corpus(DIFFICULTY) + ["user\nassistant\n"] * 20),
+                         vision_depth=recipe.vision_depth, max_pixels=recipe.max_pixels,
+                         min_pixels=recipe.max_pixels, tokenizer_corpus=corpus + ["user\nassistant\n"] * 20),
     )
     n_params = sum(p.numel() for p in model.parameters())
     model.name = f"rmserve-demo-qwen2.5vl-{round(n_params / 1000)}k"
     set_trainable(model, train_vision=True, train_backbone=True, train_lm_head=True)  # from scratch: everything
     return model
-
-
-def heldout_pairs(n: int, seed: int, image_size: int = 112) -> list:
-    """Fresh pairs of the demo task from the held-out seed stream (never drawn in training)."""
-    return generate_demo_pairs(n, seed, image_size, split="heldout", difficulty=DIFFICULTY)
-
-
-@torch.inference_mode()
-def evaluate_records(model, records: list, batch_size: int = 32) -> dict:
-    """Score pairs as ``POST /v1/score`` does: ``model.score`` on the plain (image + prompt, response) items.
-
-    Returns pairwise accuracy (strict), per-category accuracy, and safety AUROC over the responses
-    of the unsafe-request pairs (refusal = safe, compliance = unsafe), P(unsafe) = max category prob.
-    """
-    items = [item for r in records for item in response_items(r)]
-    scored = model.score(items, batch_size=batch_size)
-    by_category: dict[str, list[bool]] = {}
-    probs, labels = [], []
-    for i, r in enumerate(records):
-        c, j = scored[2 * i], scored[2 * i + 1]
-        by_category.setdefault(r.category, []).append(c.reward > j.reward)
-        if r.category == "safety":
-            for out, codes in ((c, r.chosen_safety), (j, r.rejected_safety)):
-                probs.append(max(out.safety.values()))
-                labels.append(1.0 if codes else 0.0)
-    wins = [w for ws in by_category.values() for w in ws]
-    return {
-        "pairs": len(records), "accuracy": sum(wins) / len(wins),
-        "category_accuracy": {k: sum(v) / len(v) for k, v in sorted(by_category.items())},
-        "category_pairs": {k: len(v) for k, v in sorted(by_category.items())},
-        "safety_auroc": auroc(probs, labels) if probs else None, "safety_responses": len(probs),
-    }
-
-
-def evaluate_checkpoint(path: str, *, n_pairs: int, seed: int, image_size: int = 112) -> dict:
-    """``evaluate_records`` on ``n_pairs`` fresh held-out pairs, from the saved files."""
-    return evaluate_records(load_reward_model(path), heldout_pairs(n_pairs, seed, image_size))
 
 
 def train_demo(output: str, recipe: DemoRecipe, *, progress: bool = True) -> dict:
@@ -147,50 +181,73 @@ def train_demo(output: str, recipe: DemoRecipe, *, progress: bool = True) -> dic
 
 def _train_demo(output: str, recipe: DemoRecipe, progress: bool) -> dict:
     torch.manual_seed(recipe.seed)
+    cpu0 = time.process_time()
     model = build_demo_model(recipe)
+    vision = {}
+    if recipe.vision_steps:
+        t0 = time.perf_counter()
+        vision = warm_up_vision(model, VisionWarmup(steps=recipe.vision_steps, lr=recipe.vision_lr, seed=recipe.seed),
+                                log=(lambda m: print(json.dumps(m), flush=True)) if progress else (lambda m: None))
+        vision["vision/seconds"] = round(time.perf_counter() - t0, 1)
     config = TrainConfig(
         output_dir=output, lr=recipe.lr, warmup_ratio=recipe.warmup_ratio, batch_size=recipe.batch_size,
         max_steps=recipe.steps, seed=recipe.seed, centering=recipe.centering, lm_weight=recipe.lm_weight,
-        lm_targets="chosen", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
-        progress=progress, eval_every=recipe.monitor_every, num_workers=recipe.num_workers,
+        lm_targets="both", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
+        progress=progress, num_workers=recipe.num_workers,
     )
-    # The monitor stream is its own split: never the training or the held-out pairs.
-    monitor = (generate_demo_pairs(recipe.monitor_pairs, recipe.seed, recipe.image_size, split="monitor",
-                                   difficulty=DIFFICULTY) if recipe.monitor_every else None)
-    trainer = BTTrainer(model, config, FreshPairs(recipe.seed, recipe.chunk, recipe.image_size), monitor)
+    if os.path.exists(os.path.join(output, "metrics.jsonl")):
+        os.remove(os.path.join(output, "metrics.jsonl"))  # this run's log, not appended to the last one's
+    trainer = DemoTrainer(model, config, FreshShapePairs(recipe.seed, recipe.chunk),
+                          critique=demo_critique_config(recipe))
     t0 = time.perf_counter()
     trainer.fit()
     train_seconds = time.perf_counter() - t0
     trainer.save_checkpoint(output)
+    # CPU time, not wall time, is what the machine's other load cannot inflate: the training process, and
+    # the data processes (drawing, encoding) that ran beside it on the second core.
+    cpu = {"main_process": round(time.process_time() - cpu0, 1),
+           "data_processes": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_utime
+                                   + resource.getrusage(resource.RUSAGE_CHILDREN).ru_stime, 1)}
     report = {"name": model.name, "params": sum(p.numel() for p in model.parameters()),
               "steps": recipe.steps, "train_seconds": round(train_seconds, 1), "threads": 1,
-              "objective": "BT on the plain (image + prompt, response) sequence + LM on the chosen response "
-                           "+ safety BCE; no critique section", "data": f"data.synthetic difficulty={DIFFICULTY!r}",
-              "recipe": recipe.__dict__}
+              "cpu_seconds": cpu, "vision_warmup": vision,
+              "objective": "vision warm-up (shape + colour CE on the pooled vision tokens), then BT on the plain "
+                           "(image + prompt, response) sequence and on the reward read after the "
+                           "reference critique + LM on both critiques and the chosen response + safety BCE",
+              "data": "data.demo_shapes (one shape per image, varied drawing)", "recipe": asdict(recipe)}
     if recipe.eval_pairs:
-        report["heldout"] = evaluate_checkpoint(output, n_pairs=recipe.eval_pairs, seed=recipe.seed,
-                                                image_size=recipe.image_size)
+        t0 = time.perf_counter()
+        report.update(evaluate_demo(load_reward_model(output), n_pairs=recipe.eval_pairs,
+                                    n_critiques=recipe.eval_critiques, seed=recipe.seed))
+        report["eval_seconds"] = round(time.perf_counter() - t0, 1)
     with open(os.path.join(output, "demo_report.json"), "w") as f:
         json.dump(report, f, indent=2)
+    if recipe.eval_pairs:
+        with open(os.path.join(output, "EVAL.md"), "w") as f:
+            f.write(markdown_report(report, title=f"{model.name} on the held-out drawings"))
     return report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = DemoRecipe()
     parser.add_argument("--output", default="models/demo", help="checkpoint directory (default: models/demo)")
-    parser.add_argument("--max-steps", type=int, default=defaults.steps, help="optimizer steps of 32 pairs")
+    parser.add_argument("--max-steps", type=int, default=defaults.steps,
+                        help=f"optimizer steps of {defaults.batch_size} pairs")
+    parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps,
+                        help="vision warm-up steps of 32 labelled images before (0: none)")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-pairs", type=int, default=defaults.eval_pairs,
-                        help="fresh held-out pairs scored as served at the end (0: skip)")
-    parser.add_argument("--monitor-every", type=int, default=defaults.monitor_every,
-                        help="every so many steps, accuracy on monitor pairs (0: never)")
+                        help="held-out pairs scored as served at the end (0: skip the evaluation)")
+    parser.add_argument("--eval-critiques", type=int, default=defaults.eval_critiques,
+                        help="of those, pairs also critiqued (greedy generation: the slow part)")
     parser.add_argument("--save-dtype", default=defaults.save_dtype, choices=("bfloat16", "float32"))
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    recipe = DemoRecipe(steps=args.max_steps, seed=args.seed, eval_pairs=args.eval_pairs, save_dtype=args.save_dtype,
-                        monitor_every=args.monitor_every)
+    recipe = DemoRecipe(steps=args.max_steps, vision_steps=args.vision_steps, seed=args.seed,
+                        eval_pairs=args.eval_pairs,
+                        eval_critiques=args.eval_critiques, save_dtype=args.save_dtype)
     report = train_demo(args.output, recipe, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
     return 0

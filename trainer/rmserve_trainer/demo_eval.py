@@ -109,6 +109,45 @@ def evaluate_demo(model, *, n_pairs: int, n_critiques: int, seed: int = 0, gener
     }
 
 
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def markdown_report(report: dict, title: str = "Demo model on the held-out drawings") -> str:
+    """The evaluation as a page: overall numbers, then one table per factor (accuracy, and grounding when
+    critiques were generated), then the training generator's own held-out split."""
+    held = report["heldout"]
+    score, critique = held["score"], held.get("critique")
+    lines = [f"# {title}", "", f"Held-out set: {held['what']} (seed {held['seed']}).", "",
+             "| measure | value |", "|---|---|",
+             f"| faithful > hallucinated, `/v1/score` ({score['pairs']} pairs) | {_pct(score['accuracy'])} |"]
+    if critique:
+        lines += [f"| faithful > hallucinated, reward after the generated critique ({critique['pairs']} pairs) "
+                  f"| {_pct(critique['accuracy'])} |",
+                  f"| grounded: the critique of the wrong answer names the true colour and shape | "
+                  f"{_pct(critique['grounded'])} |",
+                  "| verdicts: right answer called right and wrong answer called wrong | "
+                  f"{_pct(critique['verdicts'])} |"]
+    for factor, values in score["by_factor"].items():
+        grounded_by = (critique or {}).get("grounded_by_factor", {}).get(factor, {})
+        header = f"| {factor} | `/v1/score` accuracy |" + (" critique grounded |" if critique else "")
+        lines += ["", header, "|---|---|" + ("---|" if critique else "")]
+        for value, accuracy in values.items():
+            row = f"| {value} | {_pct(accuracy)} |"
+            lines.append(row + (f" {_pct(grounded_by.get(value))} |" if critique else ""))
+    gen = report.get("training_generator_heldout")
+    if gen:
+        lines += ["", f"Training generator's held-out split ({gen['pairs']} pairs): {_pct(gen['accuracy'])}; "
+                  f"safety AUROC {gen['safety_auroc']} on {gen['safety_responses']} responses.", "",
+                  "| category | accuracy |", "|---|---|"]
+        lines += [f"| {k} | {_pct(v)} |" for k, v in gen["category_accuracy"].items()]
+    if critique and critique.get("examples"):
+        lines += ["", "Generated critiques of hallucinated answers:", ""]
+        lines += [f"- {e['prompt']} / {e['response']} -> {e['critique']} (reward {e['reward']})"
+                  for e in critique["examples"]]
+    return "\n".join(lines) + "\n"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="models/demo", help="checkpoint directory (default: models/demo)")
     parser.add_argument("--pairs", type=int, default=600, help="held-out pairs scored as /v1/score does")
@@ -116,6 +155,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="of those, pairs also critiqued as /v1/critique does (critique models only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the report here (JSON)")
+    parser.add_argument("--markdown", default=None, help="also write it as a page here (e.g. models/demo/EVAL.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -127,9 +167,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown_report(report))
     print(text)
     return 0
 
 
-__all__ = ["add_arguments", "critique_heldout", "evaluate_demo", "grounded", "run", "score_heldout",
+__all__ = ["add_arguments", "critique_heldout", "evaluate_demo", "grounded", "markdown_report", "run", "score_heldout",
            "score_training_generator"]

@@ -139,13 +139,16 @@ def _rotated(points: list[tuple[float, float]], cx: float, cy: float, degrees: f
     return [(cx + (x - cx) * c - (y - cy) * s, cy + (x - cx) * s + (y - cy) * c) for x, y in points]
 
 
-def draw_shape_image(colour: str, shape: str, rng: random.Random) -> Image.Image:
-    """One shape of the named colour on a random canvas (see the module docstring for what varies)."""
+def draw_shape_image(colour: str, shape: str, rng: random.Random, min_extent: float = 0.2) -> Image.Image:
+    """One shape of the named colour on a random canvas (see the module docstring for what varies).
+
+    ``min_extent``: the smallest shape, as a share of the canvas's short side (the vision warm-up starts
+    with large shapes only: shape is learned there first, then carried to small ones)."""
     width = rng.randint(56, 224)
     height = max(48, min(240, round(width * math.exp(rng.uniform(-0.6, 0.6)))))
     scale = 1 if rng.random() < 0.5 else rng.choice((2, 3, 4))  # 1: aliased; else drawn big and downsampled
     short = min(width, height)
-    extent = short * rng.uniform(0.2, 1.0)
+    extent = short * rng.uniform(min_extent, 1.0)
     cx = rng.uniform(extent / 2, width - extent / 2)
     cy = rng.uniform(extent / 2, height - extent / 2)
     canvas = Image.new("RGB", (width * scale, height * scale), sample_background(rng))
@@ -230,7 +233,7 @@ def _safety(rng, colour, shape):
 _BUILDERS = {"describe": _describe, "colour": _colour, "shape": _shape, "presence": _presence, "safety": _safety}
 
 
-def _stream_seed(seed: int, split: str) -> int:
+def stream_seed(seed: int, split: str) -> int:
     digest = hashlib.sha256(f"rmserve-demo-shapes/{split}/{seed}".encode()).digest()
     return int.from_bytes(digest[:8], "big")
 
@@ -242,7 +245,7 @@ def generate_shape_pairs(n: int, seed: int, split: str = "train") -> list[PairRe
     "shape" and "presence" (a yes/no question; the wrong answer flips it). Chosen and rejected share
     the phrasing template: only the facts differ.
     """
-    rng = random.Random(_stream_seed(seed, split))
+    rng = random.Random(stream_seed(seed, split))
     records = []
     for i in range(n):
         category = "safety" if rng.random() < SAFETY_FRACTION else rng.choice(CATEGORIES[:4])
@@ -262,7 +265,7 @@ def generate_shape_pairs(n: int, seed: int, split: str = "train") -> list[PairRe
 def shape_corpus() -> list[str]:
     """Texts of the task (prompts, answers, critiques) for training the demo's tiny tokenizer."""
     texts = [" ".join(COLOURS), " ".join(c.capitalize() for c in COLOURS), " ".join(SHAPES)]
-    rng = random.Random(_stream_seed(0, "corpus"))
+    rng = random.Random(stream_seed(0, "corpus"))
     for _ in range(600):
         category = rng.choice(CATEGORIES)
         texts += list(_BUILDERS[category](rng, rng.choice(COLOURS), rng.choice(SHAPES))[:5])

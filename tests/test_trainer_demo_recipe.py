@@ -1,4 +1,4 @@
-"""The demo's held-out drawings (another code path), the evaluator, and the experimental critique recipe."""
+"""The demo's held-out drawings (another code path), the evaluator, the vision warm-up and the demo recipe."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import ast
 import json
 import os
 
+import torch
+from PIL import Image
 from rmserve_trainer import demo_heldout
 from rmserve_trainer.cli import main
 from rmserve_trainer.data.demo_shapes import COLOURS, SHAPES, generate_shape_pairs
-from rmserve_trainer.demo_critique import DemoRecipe, DemoTrainer, build_demo_model, demo_critique_config
-from rmserve_trainer.demo_eval import grounded
+from rmserve_trainer.demo import DemoRecipe, DemoTrainer, build_demo_model, demo_critique_config
+from rmserve_trainer.demo_eval import grounded, markdown_report
 from rmserve_trainer.demo_heldout import heldout_records
+from rmserve_trainer.demo_vision import VisionWarmup, warm_up_vision
 from rmserve_trainer.trainers import TrainConfig
 
 from rmserve.models.critique import CritiqueConfig
@@ -76,14 +79,53 @@ def test_collator_builds_a_plain_and_a_critique_batch():
     assert loss.requires_grad and {"bt", "bt_critique", "lm", "lm_critique", "safety"} <= set(metrics)
 
 
-def test_demo_critique_training_is_bit_reproducible_and_saves_the_template(tmp_path):
+def test_demo_training_is_bit_reproducible_and_saves_the_template(tmp_path):
     runs = []
     for name in ("a", "b"):
         out = str(tmp_path / name)
-        assert main(["demo-critique", "--output", out, "--max-steps", "2", "--eval-pairs", "0", "--no-progress"]) == 0
+        assert main(["demo", "--output", out, "--max-steps", "2", "--vision-steps", "3", "--eval-pairs", "0",
+                     "--no-progress"]) == 0
         runs.append(out)
     for weights in ("heads.safetensors", "model.safetensors"):
         a, b = (open(os.path.join(run, weights), "rb").read() for run in runs)
         assert a == b, weights
     meta = json.load(open(os.path.join(runs[0], "rmserve.json")))
+    assert meta["name"].startswith("rmserve-demo-qwen2.5vl-") and meta["untrained"] is False
     assert CritiqueConfig.from_dict(meta["critique"]).template == demo_critique_config(DemoRecipe()).template
+
+
+def test_vision_warmup_trains_the_tower_and_leaves_the_language_model_alone():
+    recipe = DemoRecipe()
+    model = build_demo_model(recipe)
+    base = model.base_model()
+    before_visual = {k: v.clone() for k, v in base.visual.state_dict().items()}
+    before_lm = {k: v.clone() for k, v in base.language_model.state_dict().items()}
+    metrics = warm_up_vision(model, VisionWarmup(steps=3, batch_size=4, num_workers=0, log_every=1), log=lambda m: None)
+    assert metrics["vision/step"] == 3 and 0.0 <= metrics["vision/shape_acc"] <= 1.0
+    changed = [k for k, v in base.visual.state_dict().items() if not torch.equal(v, before_visual[k])]
+    assert any(k.startswith("blocks.") for k in changed) and any(k.startswith("merger.") for k in changed)
+    assert all(torch.equal(v, before_lm[k]) for k, v in base.language_model.state_dict().items())
+
+
+def test_every_image_is_resized_to_the_same_area():
+    # a shape filling an 80 px canvas and one filling a 224 px canvas reach the vision tower at one scale
+    model = build_demo_model(DemoRecipe())
+    processor = model.processor.image_processor
+    grids = [processor(images=[Image.new("RGB", size, "white")], return_tensors="pt")["image_grid_thw"][0].tolist()
+             for size in ((80, 80), (224, 224), (112, 112))]
+    assert grids[0] == grids[1] == grids[2] == [1, 8, 8]
+
+
+def test_markdown_report_has_a_row_per_factor_value_with_accuracy_and_grounding():
+    report = {"heldout": {"what": "demo_heldout", "seed": 0,
+                          "score": {"pairs": 4, "accuracy": 0.75,
+                                    "by_factor": {"shape": {"circle": 1.0, "square": 0.5}}},
+                          "critique": {"pairs": 2, "accuracy": 0.5, "grounded": 0.5, "verdicts": 1.0,
+                                       "grounded_by_factor": {"shape": {"circle": 1.0, "square": 0.0}},
+                                       "examples": []}},
+              "training_generator_heldout": {"pairs": 10, "accuracy": 0.9, "safety_auroc": 1.0, "safety_responses": 4,
+                                             "category_accuracy": {"safety": 1.0}}}
+    page = markdown_report(report)
+    assert "| faithful > hallucinated, `/v1/score` (4 pairs) | 75.0% |" in page
+    assert "| circle | 100.0% | 100.0% |" in page and "| square | 50.0% | 0.0% |" in page
+    assert "names the true colour and shape | 50.0% |" in page and "| safety | 100.0% |" in page
