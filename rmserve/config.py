@@ -78,6 +78,11 @@ class ServerConfig:
         None, "padded tokens per forward call within a batch (default: 1024 on CPU, no cap on GPU)")
     # A few ms gathers concurrent single-item requests from RL trainers into one batch.
     max_wait_ms: float = _opt(5.0, "how long a batch's first item may wait for company (idle worker)")
+    # per_item: each item goes to the backend's own scheduler the moment it is admitted (vLLM's continuous
+    # batching and prefix caching; bench/results/vllm-cpu/results.md measures both); rmserve's admission,
+    # deadlines, failure isolation and heads stay. The transformers backend has no scheduler: always batch.
+    dispatch: str = _opt("auto", "auto, batch or per_item: per_item sends each item to the backend's own "
+                                 "scheduler as it arrives (vllm backend); auto = per_item where the backend has one")
     # Items admitted and unfinished; beyond it requests get 429 + Retry-After instead of waiting.
     max_queue_items: int = _opt(1024, "admission limit in items; full -> 429")
     max_items_per_request: int = _opt(256, "most items in one request")
@@ -277,6 +282,12 @@ class ServerConfig:
     def _validate_backend(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)} (got {self.backend!r})")
+        from rmserve.engine.base import DISPATCH_MODES
+
+        if self.dispatch not in DISPATCH_MODES:
+            raise ValueError(f"dispatch must be one of {', '.join(DISPATCH_MODES)} (got {self.dispatch!r})")
+        if self.dispatch == "per_item" and self.backend != "vllm":
+            raise ValueError("dispatch per_item needs a backend with its own scheduler: --backend vllm")
         if self.backend == "vllm":
             self.vllm_settings()  # invalid vLLM settings fail at startup
 
@@ -349,6 +360,7 @@ class ServerConfig:
             preprocess_workers=self.preprocess_workers,
             drain_timeout_s=self.drain_timeout_s,
             share_prefix=self.share_prefix,
+            dispatch=self.dispatch,
         )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -55,6 +56,8 @@ def test_backend_settings_from_flags_env_and_validation():
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         ServerConfig(backend="vllm", vllm_tensor_parallel_size=0)
     ServerConfig(vllm_gpu_memory_utilization=0)  # only checked when the vllm backend is chosen
+    assert ServerConfig(backend="vllm").engine_config().dispatch == "auto"  # per_item: the model schedules
+    assert load_config({"backend": "vllm", "dispatch": "batch"}).engine_config().dispatch == "batch"
 
 
 def test_serve_help_lists_the_backend_flags(capsys):
@@ -62,7 +65,8 @@ def test_serve_help_lists_the_backend_flags(capsys):
         cli.main(["serve", "--help"])
     text = capsys.readouterr().out
     for flag in ("--backend", "--vllm-tensor-parallel-size", "--vllm-gpu-memory-utilization", "--vllm-max-model-len",
-                 "--vllm-enable-prefix-caching", "--no-vllm-enable-prefix-caching", "--vllm-enforce-eager"):
+                 "--vllm-enable-prefix-caching", "--no-vllm-enable-prefix-caching", "--vllm-enforce-eager",
+                 "--dispatch"):
         assert flag in text
 
 
@@ -149,24 +153,26 @@ def test_weightless_encoder_encodes_like_the_full_model(family, tmp_path):
 # ── VllmRewardModel over a fake of vLLM's API ──────────────────────────────────────────────────
 
 
-class FakePoolingLLM:
-    """``LLM.encode`` of vLLM's pooling runner, computed by the HF backbone: the last token's final hidden
-    state (embed) or the sequence classifier's score logit (classify)."""
+class FakePooler:
+    """``AsyncPooler.submit`` (models/vllm_async.py) of vLLM's pooling runner, computed by the HF backbone on a
+    thread of its own: the last token's final hidden state (embed) or the classifier's score logit (classify)."""
 
-    def __init__(self, hf):
+    def __init__(self, hf, mode: str):
         self.hf = hf
-        self.batches: list[int] = []
+        self.mode = mode
+        self.submitted = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="fake-vllm")
 
-    def encode(self, prompts, *, use_tqdm, pooling_task, pooling_params):
-        self.batches.append(len(prompts))
-        outputs = []
-        for prompt in prompts:
-            ids = torch.tensor([prompt["prompt_token_ids"]])
-            with torch.inference_mode():
-                state = self.hf.base_model()(input_ids=ids).last_hidden_state[0, -1]
-                data = self.hf.backbone.score(state) if pooling_task == "classify" else state
-            outputs.append(SimpleNamespace(outputs=SimpleNamespace(data=data)))
-        return outputs
+    def submit(self, prompt, params, finish=None):
+        self.submitted += 1
+        return self._thread.submit(self._pool, prompt, finish)
+
+    def _pool(self, prompt, finish):
+        ids = torch.tensor([prompt["prompt_token_ids"]])
+        with torch.inference_mode():
+            state = self.hf.base_model()(input_ids=ids).last_hidden_state[0, -1]
+            data = self.hf.backbone.score(state) if self.mode == "classify" else state
+        return data if finish is None else finish(data)
 
 
 class FakeGenerationEngine:
@@ -208,7 +214,7 @@ def fake_vllm_model(path: str, *, critique: bool = False) -> tuple:
     encoder = load_reward_model(path, weights=False)
     mode = "classify" if encoder.family_name == "seq_cls" else "embed"
     generator = SimpleNamespace(llm_engine=FakeGenerationEngine(hf)) if critique else None
-    model = VllmRewardModel(encoder, FakePoolingLLM(hf), mode=mode, settings=VllmSettings(), generator=generator,
+    model = VllmRewardModel(encoder, FakePooler(hf, mode), mode=mode, settings=VllmSettings(), generator=generator,
                             device_type="cpu", pooling_params=object(), sampling_params_cls=dict)
     return hf, model
 
@@ -228,10 +234,11 @@ def test_scores_are_the_heads_on_vllm_states(critique_dir, tmp_path):
     hf, model = fake_vllm_model(critique_dir)
     want = [hf.score([item])[0] for item in ITEMS]
     got = model.score_batch([model.encode(item) for item in ITEMS])
-    assert model.llm.batches == [len(ITEMS)]  # one vLLM call per engine batch
-    for g, w in zip(got, want, strict=True):
-        assert g.reward == pytest.approx(w.reward, abs=1e-5)
-        assert g.safety == pytest.approx(w.safety, abs=1e-5)
+    alone = [model.submit_item(model.encode(item)).result() for item in ITEMS]  # per-item dispatch's path
+    assert model.pooler.submitted == 2 * len(ITEMS)  # one vLLM request per item either way
+    for g, a, w in zip(got, alone, want, strict=True):
+        assert g.reward == pytest.approx(w.reward, abs=1e-5) and a.reward == pytest.approx(w.reward, abs=1e-5)
+        assert g.safety == pytest.approx(w.safety, abs=1e-5) and a.safety == pytest.approx(w.safety, abs=1e-5)
     info = model.info
     assert (info.device, info.family, info.heads) == ("vllm:cpu", "causal_lm", ["reward", "safety"])
     model.name = "renamed"
@@ -243,6 +250,8 @@ def test_scores_are_the_heads_on_vllm_states(critique_dir, tmp_path):
     hf, model = fake_vllm_model(str(tmp_path))
     got = [o.reward for o in model.score_batch([model.encode(item) for item in ITEMS])]
     assert got == pytest.approx([o.reward for o in hf.score(ITEMS, batch_size=1)], abs=1e-5)
+    alone = [model.submit_item(model.encode(item)).result().reward for item in ITEMS]
+    assert alone == pytest.approx(got, abs=1e-5)
     with pytest.raises(Exception, match="returns scores, not hidden states"):
         model.pooled_hidden_items([model.encode(ITEMS[0])])
 

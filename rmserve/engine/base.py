@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rmserve.models.types import ScoringModel  # the engine's whole contract with a model (torch-free)
+# The engine's whole contract with a model (torch-free); ItemScheduler only for per-item dispatch.
+from rmserve.models.types import ItemScheduler, ScoringModel
 
-__all__ = ["EngineConfig", "EngineHealth", "ScoringModel"]
+DISPATCH_MODES = ("auto", "batch", "per_item")
+
+__all__ = ["DISPATCH_MODES", "schedules_items", "EngineConfig", "EngineHealth", "ItemScheduler", "ScoringModel"]
+
+
+def schedules_items(model: ScoringModel) -> bool:
+    """Whether ``model`` batches across requests itself (implements ``ItemScheduler.submit_item``)."""
+    return isinstance(model, ItemScheduler)
 
 
 @dataclass
@@ -25,6 +33,10 @@ class EngineConfig:
     # Batch selection keeps items with the same prompt+images prefix together (the model runs that
     # prefix once for all of them) and budgets a group as prefix + responses, not G full sequences.
     share_prefix: bool = False
+    # batch: the batcher forms batches and the worker runs each (model.score_batch). per_item: every item
+    # goes to the model's own scheduler as it arrives (model.submit_item; the vLLM backend), which batches
+    # across requests continuously. auto: per_item for models that schedule items themselves, else batch.
+    dispatch: str = "auto"
 
     def __post_init__(self) -> None:
         checks = [
@@ -34,6 +46,7 @@ class EngineConfig:
             (self.max_queue_items >= 1, "max_queue_items must be >= 1"),
             (self.preprocess_workers >= 1, "preprocess_workers must be >= 1"),
             (self.drain_timeout_s >= 0, "drain_timeout_s must be >= 0"),
+            (self.dispatch in DISPATCH_MODES, f"dispatch must be one of {', '.join(DISPATCH_MODES)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -19,6 +19,10 @@ Two threads share one condition variable:
   Exclusive jobs (``run_exclusive``) go before the next batch: they are rare (generation) and
   would otherwise starve while the batcher always has a batch ready under load.
 Expired and cancelled items are dropped by both, so they never cost compute.
+
+Per-item dispatch (``EngineConfig.dispatch``; engine/dispatch.py) replaces the batcher for models that
+batch across requests themselves (the vLLM backend): ``submit`` hands each item to ``model.submit_item``
+at once, and a deadline watcher takes the batcher thread's place. The worker stays for ``run_exclusive``.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from rmserve.context import request_id_var
-from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel
+from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel, schedules_items
 from rmserve.engine.batching import padded_tokens, select_batch, select_grouped_batch
+from rmserve.engine.dispatch import ItemDispatch
 from rmserve.engine.isolation import score_isolated
 from rmserve.engine.judging import JudgeJob, run_judge_batch, take_judge_batch
 from rmserve.engine.request import DoneCallback, EngineResult, Entry, Permit, Request, settled
@@ -72,6 +77,16 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._pool: ThreadPoolExecutor | None = None
         self._max_wait_s = self.config.max_wait_ms / 1000.0
+        per_item = self.config.dispatch == "per_item" or (self.config.dispatch == "auto" and schedules_items(model))
+        if per_item and not schedules_items(model):
+            raise ValueError("dispatch per_item needs a model that schedules items itself (submit_item: the vllm "
+                             "backend); this one is scored in rmserve's batches (dispatch batch or auto)")
+        self._dispatch = ItemDispatch(model, self.stats) if per_item else None  # type: ignore[arg-type]
+
+    @property
+    def per_item(self) -> bool:
+        """True when items go straight to the model's own scheduler (no rmserve batches)."""
+        return self._dispatch is not None
 
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
 
@@ -82,10 +97,11 @@ class Engine:
         if warmup:
             self.model.warmup()
         self._pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="rmserve-pre")
-        self._threads = [
-            threading.Thread(target=self._batcher_loop, name="rmserve-batcher", daemon=True),
-            threading.Thread(target=self._worker_loop, name="rmserve-worker", daemon=True),
-        ]
+        self._threads = [threading.Thread(target=self._worker_loop, name="rmserve-worker", daemon=True)]
+        if self._dispatch is not None:
+            self._threads.append(self._dispatch.thread)
+        else:
+            self._threads.append(threading.Thread(target=self._batcher_loop, name="rmserve-batcher", daemon=True))
         for thread in self._threads:
             thread.start()
         with self._cv:
@@ -118,6 +134,8 @@ class Engine:
             self._cv.notify_all()
         for request in dict.fromkeys(leftovers):
             request.fail(NotReady("the server is shutting down", code="shutting_down"))
+        if self._dispatch is not None:
+            self._dispatch.stop()
         for future, _ in jobs:
             if future.set_running_or_notify_cancel():
                 future.set_exception(NotReady("the server is shutting down", code="shutting_down"))
@@ -263,11 +281,14 @@ class Engine:
         with self._cv:
             if self._stop_now or not self._threads:
                 raise NotReady("the engine is not running", code="not_ready")
-            self._pending.extend(Entry(request, i, item, now) for i, item in enumerate(items))
+            if self._dispatch is None:
+                self._pending.extend(Entry(request, i, item, now) for i, item in enumerate(items))
             self._preparing -= permit.n
             self._live_requests += 1
             permit.submitted = True
             self._wake_batcher_locked()
+        if self._dispatch is not None:
+            self._dispatch.dispatch(request)
         return request
 
     async def score(

@@ -74,20 +74,27 @@ class Request:
         self.finished = False  # read without the lock as a hint; decisions re-check under it
         self.cancelled = False
         self.request_id = request_id_var.get()  # for the worker's log lines about this request's batch
+        # Set by per-item dispatch (engine/dispatch.py): aborts the items still running in the model when
+        # the request ends early (cancelled, failed, expired), so they stop costing compute.
+        self.on_abandon: Callable[[], None] | None = None
 
     def expired(self, now: float) -> bool:
         return self.deadline is not None and now >= self.deadline
 
     def item_done(
-        self, index: int, output: ScoreOutput, *, batch_id: int, batch_s: float, queue_s: float
+        self, index: int, output: ScoreOutput, *, batch_id: int | None, batch_s: float, queue_s: float
     ) -> None:
+        """``batch_id`` None: the item ran on its own (per-item dispatch), concurrently with its siblings, so
+        the request's inference time is the longest of its items', not their sum."""
         with self._lock:
             if self.finished:
                 return
             self._outputs[index] = output
             self._remaining -= 1
             self._queue_s = max(self._queue_s, queue_s)
-            if batch_id not in self._batches:
+            if batch_id is None:
+                self._inference_s = max(self._inference_s, batch_s)
+            elif batch_id not in self._batches:
                 self._batches.add(batch_id)
                 self._inference_s += batch_s
             if self._remaining:
@@ -108,6 +115,7 @@ class Request:
                 return False
             self.finished = True
         self._finish(None, error)
+        self._abandon()
         return True
 
     def cancel(self) -> bool:
@@ -117,7 +125,12 @@ class Request:
                 return False
             self.finished = self.cancelled = True
         self.permit.release()
+        self._abandon()
         return True
+
+    def _abandon(self) -> None:
+        if self.on_abandon is not None:
+            self.on_abandon()
 
     def _finish(self, result: EngineResult | None, error: BaseException | None) -> None:
         self.permit.release()

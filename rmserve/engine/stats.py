@@ -8,6 +8,7 @@ tests can assert on batching directly).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 # Bucket upper bounds. Batch sizes are small integers; token budgets span a few orders of magnitude.
@@ -77,6 +78,8 @@ class StatsSnapshot:
 class EngineStats:
     # Smoothing of the throughput estimate: ~the last 10 batches dominate.
     _EWMA_ALPHA = 0.1
+    # Per completed item (per-item dispatch): ~the last 100 items dominate, as ~10 batches of 10 would.
+    _ITEM_ALPHA = 0.01
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -87,6 +90,7 @@ class EngineStats:
         self.items_cancelled = 0
         self.max_batch_size_seen = 0
         self._items_per_s = 0.0
+        self._last_completion: float | None = None
         self._batch_size = Histogram(BATCH_SIZE_BUCKETS)
         self._batch_tokens = Histogram(BATCH_TOKENS_BUCKETS)
         self._batch_seconds = Histogram(SECONDS_BUCKETS)
@@ -107,6 +111,18 @@ class EngineStats:
                 rate = size / seconds
                 a = self._EWMA_ALPHA if self._items_per_s else 1.0
                 self._items_per_s = (1 - a) * self._items_per_s + a * rate
+
+    def record_item(self) -> None:
+        """An item scored on its own by per-item dispatch (its model batched it with others, unseen here):
+        it counts as scored, and throughput follows the completions' rate, not 1 / its latency."""
+        with self._lock:
+            self.items_scored += 1
+            now = time.monotonic()
+            if self._last_completion is not None and now > self._last_completion:
+                rate = 1.0 / (now - self._last_completion)
+                a = self._ITEM_ALPHA if self._items_per_s else 1.0
+                self._items_per_s = (1 - a) * self._items_per_s + a * rate
+            self._last_completion = now
 
     def record_items(self, *, scored: int = 0, failed: int = 0, expired: int = 0, cancelled: int = 0) -> None:
         with self._lock:

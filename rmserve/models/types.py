@@ -15,8 +15,9 @@ that callers probe with ``hasattr``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -211,6 +212,18 @@ class ScoringModel(Protocol):
     def score_batch(self, batch: list[EncodedItem]) -> list[ScoreOutput]: ...
 
     def warmup(self) -> None: ...
+
+
+@runtime_checkable
+class ItemScheduler(Protocol):
+    """A model that batches across requests itself (the vLLM backend: vLLM's scheduler). The engine's
+    per-item dispatch (engine/dispatch.py) hands it each item as it arrives instead of forming batches.
+    Optional, unlike ``ServedModel``'s members: a backend is one (``isinstance``) or is batched by rmserve."""
+
+    def submit_item(self, item: EncodedItem) -> Future[ScoreOutput]:
+        """Start scoring ``item`` now; thread-safe, never blocks on compute. Cancelling the future before
+        it is done aborts the item's work in the backend."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """The vLLM backend: the backbone runs in vLLM, rmserve's heads read its last-token hidden states.
 
     ScoreItem --encode (the transformers backend's own encoder: same tokenizer, template, ids)--> EncodedItem
-    [EncodedItem] --score_batch--> one LLM.encode call: prompt_token_ids (+ images) -> (B, H) hidden states
-                  --heads in fp32 + normalisation (the same modules and code as RewardModel)--> [ScoreOutput]
+    EncodedItem --submit_item--> one AsyncLLM.encode request: prompt_token_ids (+ images) -> hidden state
+                --heads in fp32 + normalisation (the same modules and code as RewardModel)--> ScoreOutput
+    [EncodedItem] --score_batch--> the same requests, all submitted at once, heads over the (B, H) stack
 
-What runs in vLLM (in-process Python API; vLLM starts its own engine-core process):
+What runs in vLLM (in-process Python API, ``AsyncLLM`` on a loop thread: models/vllm_async.py; vLLM starts
+its own engine-core process):
 - causal LMs and VLMs with rmserve heads: ``runner="pooling", convert="embed"`` with LAST pooling and no
   activation returns the final post-norm hidden state of the last token: what ``RewardModel`` pools;
 - HF ``*ForSequenceClassification`` reward models: vLLM's classify pooling with ``use_activation=False``
@@ -15,15 +17,18 @@ What runs in vLLM (in-process Python API; vLLM starts its own engine-core proces
 
 Encoding never touches vLLM: the encoder is ``load_reward_model(path, weights=False)``, a RewardModel whose
 backbone is a weightless skeleton, so ids, templates and the length policy are exactly the transformers
-backend's. Batching: the engine's batcher still forms batches (admission, deadlines, GRPO groups, error
-isolation are the engine's); each batch goes to vLLM in one call, and vLLM schedules it inside (chunked
-prefill; prefix caching shares a group's prompt KV, the analogue of ``--share-prefix``).
+backend's. Batching is vLLM's: with the engine's per-item dispatch (the default, ``--dispatch``), each item
+becomes a vLLM request as soon as it is admitted and vLLM's scheduler batches across requests continuously
+(chunked prefill; prefix caching shares a group's prompt KV, the analogue of ``--share-prefix``), while
+admission, deadlines and failure isolation stay the engine's (engine/dispatch.py). ``--dispatch batch``
+keeps rmserve's batcher: each engine batch is submitted at once and waited for as a whole.
 
 vLLM reads every ``*.safetensors`` of a model directory, ``heads.safetensors`` included, and refuses its
 unknown keys: vLLM gets a staging directory of symlinks to the checkpoint without rmserve's own files.
 
-Not thread-safe, like RewardModel: the engine's worker thread is the only caller of score_batch and
-generate_ids. Import cost: vLLM is imported only by ``load_vllm_reward_model``.
+``submit_item`` and ``score_batch`` are thread-safe (vLLM's loop thread does the work); ``generate_ids`` is
+not (the engine's worker thread is its only caller). Import cost: vLLM is imported only by
+``load_vllm_reward_model``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +51,7 @@ from .checkpoint import CONFIG_NAME, HEADS_NAME, load_reward_model
 from .critique import is_critique_model
 from .reward_model import RewardModel
 from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
+from .vllm_async import AsyncPooler
 
 log = logging.getLogger("rmserve.models.vllm")
 
@@ -124,20 +131,22 @@ def stage_checkpoint(path: str) -> str:
 class VllmRewardModel:
     """A ``ScoringModel`` (engine/base.py) whose backbone runs in vLLM; built by ``load_vllm_reward_model``."""
 
-    def __init__(self, encoder: RewardModel, llm, *, mode: str, settings: VllmSettings, generator=None,
+    def __init__(self, encoder: RewardModel, pooler, *, mode: str, settings: VllmSettings, generator=None,
                  generation_defaults: dict | None = None, device_type: str = "cuda", cleanup=None,
                  pooling_params=None, sampling_params_cls=None):
+        """``pooler``: an ``AsyncPooler`` (models/vllm_async.py), or anything with its ``submit``."""
         if mode not in ("embed", "classify"):
             raise ValueError(f"mode must be embed or classify, got {mode!r}")
         if pooling_params is None or sampling_params_cls is None:
             from vllm import PoolingParams, SamplingParams
 
-            pooling_params = pooling_params or PoolingParams(use_activation=False)  # raw states and logits
+            # raw states and logits; the task is named per request (AsyncLLM.encode has no pooling_task)
+            pooling_params = pooling_params or PoolingParams(task=mode, use_activation=False)
             sampling_params_cls = sampling_params_cls or SamplingParams
         self._pooling_params = pooling_params
         self._sampling_params_cls = sampling_params_cls
         self.encoder = encoder
-        self.llm = llm
+        self.pooler = pooler
         self.generator = generator
         self.mode = mode
         self.settings = settings
@@ -221,24 +230,42 @@ class VllmRewardModel:
             prompt["multi_modal_data"] = {"image": item.vision["images"]}
         return prompt
 
-    # ---- scoring (the engine's worker thread) ----------------------------------------------------
+    # ---- scoring -----------------------------------------------------------------------------------
+    def submit_item(self, item: EncodedItem) -> Future[ScoreOutput]:
+        """One vLLM request for ``item`` now (engine/dispatch.py); the heads run as its state arrives."""
+        return self.pooler.submit(self._prompt(item), self._pooling_params, finish=self._score_pooled)
+
+    def _score_pooled(self, data: torch.Tensor) -> ScoreOutput:
+        with torch.inference_mode():
+            return self._outputs(data.float().reshape(1, -1))[0]
+
+    def _outputs(self, pooled: torch.Tensor) -> list[ScoreOutput]:
+        """Scores from (B, H) last-token states (embed) or (B, 1) score logits (classify)."""
+        if self.mode == "classify":
+            return self.encoder.score_outputs({"reward": self.encoder.normalize_reward(pooled[:, 0])})
+        return self.encoder.score_outputs(self.encoder.apply_heads(pooled))
+
+    def _pool(self, items: list[EncodedItem]) -> torch.Tensor:
+        """(B, ·) float32 pooled outputs of ``items``, all submitted at once and waited for together."""
+        futures = [self.pooler.submit(self._prompt(it), self._pooling_params) for it in items]
+        try:
+            return torch.stack([future.result().float().reshape(-1) for future in futures])
+        except BaseException:
+            for future in futures:  # one failed: the rest would be wasted work
+                future.cancel()
+            raise
+
     def pooled_hidden_items(self, items: list[EncodedItem]) -> torch.Tensor:
         """(B, H) float32 final hidden states at each item's last token (``/pooling`` task=embed uses it)."""
         if self.mode != "embed":
             raise InvalidInput("this sequence-classification model runs in vLLM's classify pooling, which returns "
                                "scores, not hidden states", param="task", code="unsupported_task")
-        outputs = self.llm.encode([self._prompt(it) for it in items], use_tqdm=False, pooling_task="embed",
-                                  pooling_params=self._pooling_params)
-        return torch.stack([out.outputs.data.float().reshape(-1) for out in outputs])  # (B, H)
+        return self._pool(items)
 
-    @torch.inference_mode()
     def score_batch(self, items: list[EncodedItem]) -> list[ScoreOutput]:
-        if self.mode == "classify":
-            outputs = self.llm.encode([self._prompt(it) for it in items], use_tqdm=False, pooling_task="classify",
-                                      pooling_params=self._pooling_params)
-            logits = torch.stack([out.outputs.data.float().reshape(-1) for out in outputs])  # (B, 1)
-            return self.encoder.score_outputs({"reward": self.encoder.normalize_reward(logits[:, 0])})
-        return self.encoder.score_outputs(self.encoder.apply_heads(self.pooled_hidden_items(items)))
+        pooled = self._pool(items)
+        with torch.inference_mode():
+            return self._outputs(pooled)
 
     def warmup(self) -> None:
         from PIL import Image
@@ -303,9 +330,12 @@ class VllmRewardModel:
 
 
 def _shutdown(engines: list, stage: str) -> None:
-    for llm in engines:
+    for engine in engines:
         try:
-            llm.llm_engine.engine_core.shutdown()
+            if hasattr(engine, "llm_engine"):  # LLM (the critique generator)
+                engine.llm_engine.engine_core.shutdown()
+            else:  # AsyncPooler
+                engine.shutdown()
         except Exception:  # already gone; nothing else to free
             log.debug("vLLM engine shutdown failed", exc_info=True)
     shutil.rmtree(stage, ignore_errors=True)
@@ -353,16 +383,17 @@ def load_vllm_reward_model(path: str, settings: VllmSettings | None = None) -> V
         pooler = PoolerConfig(seq_pooling_type="LAST", use_activation=False)
         convert = "embed" if mode == "embed" else "auto"
         log.info("vLLM %s engine for %s (%s)", mode, path, settings)
-        llm = LLM(stage, runner="pooling", convert=convert, pooler_config=pooler,
-                  **settings.engine_kwargs(share=share))
-        engines.append(llm)
+        # disable_log_stats: as LLM does (no periodic stats logging; rmserve has its own metrics).
+        pooling = AsyncPooler(dict(model=stage, runner="pooling", convert=convert, pooler_config=pooler,
+                                   disable_log_stats=True, **settings.engine_kwargs(share=share)))
+        engines.append(pooling)
         generator = None
         if critique:
             log.info("vLLM generation engine for the critiques of %s", path)
             # Prefix caching is exact for greedy decoding too; a generation engine never pools.
             generator = LLM(stage, runner="generate", **settings.engine_kwargs(share=share))
             engines.append(generator)
-        model = VllmRewardModel(encoder, llm, mode=mode, settings=settings, generator=generator,
+        model = VllmRewardModel(encoder, pooling, mode=mode, settings=settings, generator=generator,
                                 generation_defaults=defaults, device_type=current_platform.device_type)
     finally:
         cleanup = weakref.finalize(model if model is not None else encoder, _shutdown, engines, stage)

@@ -3,6 +3,8 @@ greedy critiques. Runs in .venv-vllm (``make test-vllm``); skipped elsewhere."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -61,11 +63,30 @@ def test_rewards_match_singly_and_batched(key, hf_models, vllm_models):
     want = [hf.score([item])[0] for item in ITEMS]  # each alone
     singly = [vm.score_batch([vm.encode(item)])[0] for item in ITEMS]
     batched = vm.score_batch([vm.encode(item) for item in ITEMS])
+    futures = [vm.submit_item(vm.encode(item)) for item in ITEMS]  # per-item dispatch: all in vLLM at once
+    per_item = [future.result(timeout=120) for future in futures]
     assert_outputs_close(singly, want, f"{key}: rewards, one item per call")
     assert_outputs_close(batched, want, f"{key}: rewards, one batch")
+    assert_outputs_close(per_item, want, f"{key}: rewards, one vLLM request per item (submit_item)")
     if key == "rm":  # the attribute and safety heads and the normalisation ran on vLLM's states
         assert set(batched[0].attributes) == {"helpfulness", "correctness"} and set(batched[0].safety) == {"S1", "S10"}
         assert hf.normalize == {"mean": 0.25, "std": 1.5}
+
+
+def test_cancelled_items_are_aborted_in_vllm(hf_models, vllm_models):
+    hf, vm = hf_models["rm"], vllm_models["rm"]
+    long = ScoreItem(prompt="Describe the image in detail. " * 30, response="It is a long answer. " * 40)
+    futures = [vm.submit_item(vm.encode(long)) for _ in range(16)]
+    for future in futures:
+        future.cancel()
+    engine = vm.pooler.engine
+    deadline = time.monotonic() + 60
+    while engine.get_num_unfinished_requests() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert engine.get_num_unfinished_requests() == 0  # vLLM dropped them (AsyncLLM.encode aborts on cancel)
+    assert all(future.cancelled() for future in futures)
+    got = vm.submit_item(vm.encode(ITEMS[1])).result(timeout=120)
+    assert abs(got.reward - hf.score([ITEMS[1]])[0].reward) <= TOLERANCE  # the engine carries on
 
 
 def test_hidden_states_are_the_backbones_last_token_states(hf_models, vllm_models):

@@ -57,24 +57,30 @@ def same(got, want, name: str, path: str = "") -> float:
     return 0.0
 
 
-async def test_64_concurrent_requests_over_http(hf_models, vllm_models):
+@pytest.mark.parametrize("dispatch", ["auto", "batch"])
+async def test_64_concurrent_requests_over_http(dispatch, hf_models, vllm_models):
     hf, vm = hf_models["rm"], vllm_models["rm"]
     items = [sample(k) for k in range(64)]
     want = [o.reward for o in hf.score(items, batch_size=1)]
-    app = create_app(ServerConfig(max_batch_size=32, max_wait_ms=20), model=vm)
+    app = create_app(ServerConfig(max_batch_size=32, max_wait_ms=20, dispatch=dispatch), model=vm)
     with uvicorn_server(app) as url:
         async with httpx.AsyncClient(base_url=url, limits=httpx.Limits(max_connections=64), timeout=120) as client:
             await wait_ready(client, timeout=120)
             replies = await asyncio.gather(*(client.post("/v1/score", json={"items": [wire(it)]}) for it in items))
-        snapshot = app.state.rmserve.engine.snapshot()
+        engine = app.state.rmserve.engine
+        snapshot = engine.snapshot()
     got = []
     for reply in replies:
         assert reply.status_code == 200, reply.text
         got.append(reply.json()["items"][0]["reward"])
     worst = max(abs(g - w) for g, w in zip(got, want, strict=True))
-    record("rm: 64 concurrent /v1/score requests", worst)
+    record(f"rm: 64 concurrent /v1/score requests, dispatch {dispatch}", worst)
     assert worst <= TOLERANCE
-    assert snapshot.items_scored >= 64 and snapshot.max_batch_size_seen > 1  # batched across requests
+    assert snapshot.items_scored >= 64
+    if dispatch == "auto":  # per item: every item went to vLLM's scheduler on its own, no rmserve batches
+        assert engine.per_item and snapshot.batches_run == 0
+    else:
+        assert not engine.per_item and snapshot.max_batch_size_seen > 1  # batched across requests by rmserve
 
 
 def openrlhf_query(tokenizer, item: ScoreItem) -> dict:
