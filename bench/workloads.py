@@ -3,6 +3,7 @@
     text   text-only single samples: a ~64-token prompt and a 32-256-token response
     image  image single samples: the same, plus the item's own 224x224 image
     grpo   GRPO groups: G responses to one prompt + image, each response its own request
+    grpo_text  GRPO groups without the image (text models: the vLLM comparison, bench/vllm_compare.py)
 
 Everything is a pure function of (workload, seed, index): item ``i`` is the same whatever the
 request count, so a calibration slice is a prefix of the measured set and every system scores
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 WORKLOADS = ("text", "image", "grpo")
+TEXT_WORKLOADS = ("text", "grpo_text")  # what a text-only model can score
 PROMPT_TOKENS = 52  # prompt text; the chat template adds 12 more: 64 tokens before any image
 RESPONSE_TOKENS = (32, 256)  # uniform, inclusive, counting the end-of-turn token the template adds
 IMAGE_SIZE = 224
@@ -126,21 +128,21 @@ class WorkloadFactory:
 
     def group(self, name: str, seed: int, index: int) -> list[dict]:
         """Group ``index`` of workload ``name``: one item, or ``group_size`` items for grpo."""
-        if name not in WORKLOADS:
-            raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+        if name not in (*WORKLOADS, *TEXT_WORKLOADS):
+            raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS + TEXT_WORKLOADS[1:])}")
         rng = self._rng(name, seed, index)
         prompt = self.gen.text(rng, PROMPT_TOKENS - 1) + "?"
         base: dict = {"prompt": prompt}
-        if name != "text":
+        if name not in TEXT_WORKLOADS:
             base["images"] = [image_data_url(make_image(rng, self.image_size))]
-        n = self.group_size if name == "grpo" else 1
+        n = self.group_size if name.startswith("grpo") else 1
         return [{**base, "response": self._response(rng)} for _ in range(n)]
 
     def build(self, name: str, n_responses: int, *, seed: int = 0, start: int = 0) -> Workload:
         """``n_responses`` responses (rounded up to whole groups), groups ``start, start+1, ...``."""
-        per = self.group_size if name == "grpo" else 1
+        per = self.group_size if name.startswith("grpo") else 1
         n_groups = max(1, -(-n_responses // per))
         return Workload(name, [self.group(name, seed, start + i) for i in range(n_groups)])
 
 
-__all__ = ["WORKLOADS", "Workload", "WorkloadFactory", "TextGen", "make_image", "image_data_url"]
+__all__ = ["TEXT_WORKLOADS", "WORKLOADS", "Workload", "WorkloadFactory", "TextGen", "make_image", "image_data_url"]

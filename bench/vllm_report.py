@@ -1,0 +1,66 @@
+"""results.md of the vLLM comparison (bench/vllm_compare.py) from its results.json."""
+
+from __future__ import annotations
+
+WHAT = {
+    "vllm-server": "vLLM's OpenAI server, POST /pooling (states, no reward head)",
+    "rmserve-vllm": "rmserve --backend vllm, per-item dispatch (default)",
+    "rmserve-vllm-batch": "rmserve --backend vllm --dispatch batch",
+    "rmserve-hf": "rmserve, transformers backend",
+    "vllm-offline": "LLM.encode over all items at once (prefix cache reset)",
+    "hf-ceiling": "transformers in-process, best batch size",
+}
+
+
+def _ms(value) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def write_report(results: dict) -> str:
+    m, s, engine = results["machine"], results["settings"], results["vllm_engine"]
+    load = results["load_average"]
+    lines = [
+        "# rmserve on vLLM vs vLLM (CPU, text reward model)", "",
+        f"Command: `{results['command']}` (`make bench-vllm`)", "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['platform']}; Python {m['python']}, "
+        f"torch {m['torch']}, transformers {m['transformers']}; git {m['git'].get('commit')}; {m['date']}",
+        f"- **Shared machine**: other sessions ran their own work meanwhile (load average {load['start'][0]:.1f} at "
+        f"start, {load['end'][0]:.1f} at end on {m['cores']} cores). Every configuration ran back to back in this "
+        "one invocation; compare rows within this run only.",
+        f"- Model: `{results['model']['name']}` ({results['model']['family']}, hidden {results['model']['hidden']}, "
+        f"max length {results['model']['max_length']}), fp32, random weights; rmserve's MLP reward head.",
+        f"- Load: {s['responses']} responses per workload, {s['concurrency']} requests in flight, one item per "
+        f"request; `grpo_text`: groups of {s['group_size']} responses to one prompt, sent together. The same token "
+        "ids everywhere: rmserve encodes the texts; vLLM server and offline get those ids.",
+        f"- vLLM engines (all alike): dtype {engine['dtype']}, max_model_len {engine['max_model_len']}, "
+        f"enforce_eager {engine['enforce_eager']}, VLLM_CPU_KVCACHE_SPACE={engine['VLLM_CPU_KVCACHE_SPACE']} GiB, "
+        "prefix caching per row; vLLM's default CPU thread binding (VLLM_CPU_OMP_THREADS_BIND=auto): its worker "
+        "binds one OpenMP thread to one core and reserves the other core for the engine and the frontend. "
+        f"transformers (rmserve-hf, hf-ceiling): {s['threads']} torch threads.",
+        f"- Wall time {results['wall_s'] / 60:.1f} min.", "",
+        "## Throughput", "",
+        "| prefix caching | workload | system | responses/s | seconds | p50 ms | p99 ms "
+        "| max reward diff vs rmserve-hf | notes |",
+        "|---|---|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for row in results["rows"]:
+        diff = row.get("max_reward_diff_vs_rmserve_hf")
+        note = WHAT.get(row["system"], "")
+        if row["system"] == "hf-ceiling":
+            note += f" ({row['batch_size']})"
+        lines.append(
+            f"| {'on' if row['prefix_caching'] else 'off'} | {row['workload']} | {row['system']} | "
+            f"**{row['responses_per_s']:.2f}** | {row['seconds']:.1f} | {_ms(row.get('p50_ms'))} | "
+            f"{_ms(row.get('p99_ms'))} | {'-' if diff is None else f'{diff:.1e}'} | {note} |")
+    lines += ["", "## Ratios", "", "| prefix caching | workload | ratio | value | goal | verdict |",
+              "|---|---|---|---:|---:|---|"]
+    for r in results["ratios"]:
+        goal = "-" if r["goal"] is None else f">= {r['goal']}"
+        lines.append(f"| {'on' if r['prefix_caching'] else 'off'} | {r['workload']} | {r['ratio']} | "
+                     f"{r['value']:.2f} | {goal} | {r['verdict'] or '-'} |")
+    if results.get("vllm_binding"):
+        lines += ["", "## vLLM's thread binding (from its logs)", "", "```", *results["vllm_binding"][:4], "```"]
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["write_report"]
