@@ -99,9 +99,12 @@ def test_workloads_are_deterministic_and_sized_in_tokens():
     small, large = factory.build("grpo", 8), factory.build("grpo", 24)
     assert small.groups[0] == large.groups[0] and len(large.groups) == 3 and large.group_size == 8
     assert len({item["prompt"] for item in large.groups[1]}) == 1  # one prompt + image per group
-    for name in ("text", "image", "grpo"):
+    text_groups = factory.build("grpo_text", 16).groups  # the vLLM comparison's GRPO: no image
+    assert len(text_groups) == 2 and all(len({it["prompt"] for it in g}) == 1 and len(g) == 8 for g in text_groups)
+    assert not any("images" in it for g in text_groups for it in g)
+    for name in ("text", "image", "grpo", "grpo_text"):
         for item in (it for g in encode_workload(model, factory.build(name, 16)) for it in g):
-            images = int(item.vision["image_grid_thw"].prod()) // 4 if name != "text" else 0
+            images = int(item.vision["image_grid_thw"].prod()) // 4 if "image_grid_thw" in item.vision else 0
             assert item.prefix_len == 64 + images + (2 if images else 0)  # + vision start/end
             assert 32 <= item.num_tokens - item.prefix_len <= 256
 
@@ -207,3 +210,24 @@ def test_soak_verdict_discounts_only_the_bounded_caches():
     assert leak["growth_excl_caches_mib"] == 60.0 and leak["flat"] is False  # the same growth, not the caches
     big = {**first, "peak_rss_mib": 2000.0}
     assert soak_verdict(big, {**big, "peak_rss_mib": 2090.0}, timeline, timeline)["flat"] is True  # 90 <= 5%
+
+
+def test_the_vllm_comparison_judges_its_goals_and_compares_rewards():
+    from bench.vllm_compare import Compare, parse_args
+
+    compare = object.__new__(Compare)  # the bookkeeping only: no model, no vLLM
+    compare.args, compare.workloads, compare.rows = parse_args(["--prefix-caching", "on"]), {"text": None}, []
+    rates = {"vllm-server": 5.0, "rmserve-vllm": 5.5, "rmserve-vllm-batch": 5.0, "vllm-offline": 6.0,
+             "rmserve-hf": 7.0, "hf-ceiling": 9.0}
+    for system, rate in rates.items():
+        rewards = None if system == "vllm-server" else [0.5 + (0.25 if system == "vllm-offline" else 0.0)] * 4
+        compare.add(system, "text", True, 320 / rate, 320, {}, rewards)
+    ratios = {r["ratio"]: r for r in compare.ratios()}
+    assert ratios["rmserve-vllm / vllm-server"]["value"] == pytest.approx(1.1)
+    assert ratios["rmserve-vllm / vllm-server"]["verdict"] == "PASS"
+    assert ratios["rmserve-vllm / vllm-offline"]["verdict"] == "FAIL"  # 0.92 < 0.97
+    assert ratios["rmserve-hf / hf-ceiling"]["verdict"] == "FAIL" and ratios["rmserve-vllm / rmserve-vllm-batch"]
+    compare.check_rewards()
+    diffs = {r["system"]: r.get("max_reward_diff_vs_rmserve_hf") for r in compare.rows}
+    assert diffs["vllm-offline"] == pytest.approx(0.25) and diffs["rmserve-vllm"] == 0.0
+    assert diffs["vllm-server"] is None  # states only: no reward to compare
