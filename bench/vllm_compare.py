@@ -91,7 +91,10 @@ class Compare:
                     "--dtype", "float32", "--max-model-len", str(self.encoder.max_length),
                     "--enable-prefix-caching" if prefix else "--no-enable-prefix-caching"]
             argv += ["--enforce-eager"] if self.args.enforce_eager else []
-            return ServerProcess(system, argv, log_path, env=self.vllm_env(), ready_path="/health")
+            # rmserve's keep-alive (75 s) instead of vLLM's 5 s: a GRPO group waits for 8 free slots, and a
+            # connection idle that long would be closed under the client's next request.
+            env = {**self.vllm_env(), "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75"}
+            return ServerProcess(system, argv, log_path, env=env, ready_path="/health")
         argv = [py, "-m", "rmserve", "serve", "--model", self.model_dir, "--port", "{port}", "--log-level", "warning",
                 "--request-timeout-s", "0"]
         if system == "rmserve-hf":
@@ -259,7 +262,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.vllm_compare", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--responses", type=int, default=320, help="responses per workload (default: 320)")
-    parser.add_argument("--warmup", type=int, default=32, help="warm-up responses per system (default: 32)")
+    parser.add_argument("--warmup", type=int, default=16, help="warm-up responses per system (default: 16)")
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
