@@ -212,8 +212,11 @@ class Compare:
                     self.run_server(system, prefix)
                 self.save_partial()
         self.check_rewards()
+        return self.summary(time.time() - started, load_start)
+
+    def summary(self, wall_s: float, load_start: tuple) -> dict:
         return {"command": "python -m bench.vllm_compare " + " ".join(sys.argv[1:]), "machine": machine_info(),
-                "load_average": {"start": load_start, "end": os.getloadavg()}, "wall_s": time.time() - started,
+                "load_average": {"start": load_start, "end": os.getloadavg()}, "wall_s": wall_s,
                 "settings": {k: v for k, v in vars(self.args).items() if k != "systems"}, "systems": self.args.systems,
                 "model": {"dir": self.model_dir, "name": self.encoder.name, "family": self.encoder.family_name,
                           "max_length": self.encoder.max_length, "hidden": self.encoder.hidden_size},
@@ -227,7 +230,22 @@ class Compare:
         """The rows so far (a run cut short still leaves its measurements)."""
         os.makedirs(self.args.out, exist_ok=True)
         with open(os.path.join(self.args.out, "partial.json"), "w") as f:
-            json.dump([{k: v for k, v in r.items() if k != "_rewards"} for r in self.rows], f, indent=1)
+            json.dump({"rows": self.rows, "binding": self.binding, "log_dir": self.log_dir}, f, indent=1)
+
+    @classmethod
+    def from_partial(cls, args: argparse.Namespace, partial: dict) -> Compare:
+        """The rows of a run cut short (its partial.json), to report what it measured."""
+        from rmserve.models import load_reward_model
+
+        compare = cls.__new__(cls)
+        compare.args, compare.rows, compare.binding = args, list(partial["rows"]), list(partial.get("binding", []))
+        compare.model_dir = args.model_dir or ensure_model(MODELS["text"])
+        compare.encoder = load_reward_model(compare.model_dir, weights=False)
+        compare.workloads = dict.fromkeys(TEXT_WORKLOADS)
+        for row in compare.rows:
+            row.setdefault("_rewards", None)
+        compare.check_rewards()
+        return compare
 
     def check_rewards(self) -> None:
         """Max |reward - rmserve-hf's| per row (same items, same order): the systems scored the same thing."""
@@ -277,6 +295,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=[True, False], help="on,off (default: both)")
     parser.add_argument("--model-dir", help="a text rmserve checkpoint (default: the bench's ~22M text model)")
     parser.add_argument("--out", default="bench/results/vllm-cpu")
+    parser.add_argument("--from-partial", action="store_true",
+                        help="write the report of a run cut short from OUT/partial.json (what it measured)")
     args = parser.parse_args(argv)
     unknown = set(args.systems) - set(SYSTEMS)
     if unknown:
@@ -286,7 +306,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = Compare(args).run()
+    if args.from_partial:
+        with open(os.path.join(args.out, "partial.json")) as f:
+            partial = json.load(f)
+        if isinstance(partial, list):  # an older partial.json: rows only, no rewards
+            partial = {"rows": partial}
+        results = Compare.from_partial(args, partial).summary(float("nan"), os.getloadavg())
+        results["cut_short"] = True
+    else:
+        results = Compare(args).run()
     from bench.vllm_report import write_report
 
     os.makedirs(args.out, exist_ok=True)

@@ -75,16 +75,30 @@ def test_rewards_match_singly_and_batched(key, hf_models, vllm_models):
 
 def test_cancelled_items_are_aborted_in_vllm(hf_models, vllm_models):
     hf, vm = hf_models["rm"], vllm_models["rm"]
-    long = ScoreItem(prompt="Describe the image in detail. " * 30, response="It is a long answer. " * 40)
-    futures = [vm.submit_item(vm.encode(long)) for _ in range(16)]
-    for future in futures:
-        future.cancel()
     engine = vm.pooler.engine
-    deadline = time.monotonic() + 60
-    while engine.get_num_unfinished_requests() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert engine.get_num_unfinished_requests() == 0  # vLLM dropped them (AsyncLLM.encode aborts on cancel)
-    assert all(future.cancelled() for future in futures)
+    aborted: list[str] = []
+    abort = engine.abort
+
+    async def recording_abort(request_id, *args, **kwargs):
+        aborted.append(request_id)
+        return await abort(request_id, *args, **kwargs)
+
+    long = ScoreItem(prompt="Describe the image in detail. " * 30, response="It is a long answer. " * 40)
+    encoded = [vm.encode(long) for _ in range(32)]
+    engine.abort = recording_abort
+    try:
+        futures = [vm.submit_item(item) for item in encoded]
+        deadline = time.monotonic() + 60
+        while not engine.get_num_unfinished_requests() and time.monotonic() < deadline:
+            time.sleep(0.01)  # until vLLM holds them: a cancel before that never reaches vLLM
+        cancelled = [future.cancel() for future in futures]
+        while engine.get_num_unfinished_requests() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert engine.get_num_unfinished_requests() == 0
+    finally:
+        del engine.abort  # the instance attribute: back to AsyncLLM.abort
+    assert any(cancelled) and aborted  # cancelled futures aborted their vLLM requests (AsyncLLM.encode)
+    assert len(aborted) <= sum(cancelled)
     got = vm.submit_item(vm.encode(ITEMS[1])).result(timeout=120)
     assert abs(got.reward - hf.score([ITEMS[1]])[0].reward) <= TOLERANCE  # the engine carries on
 
