@@ -313,6 +313,7 @@ def main(argv: list[str] | None = None) -> int:
             partial = {"rows": partial}
         results = Compare.from_partial(args, partial).summary(float("nan"), os.getloadavg())
         results["cut_short"] = True
+        results["load_average"]["note"] = "both taken when the report was written, not during the run"
     else:
         results = Compare(args).run()
     from bench.vllm_report import write_report

@@ -16,6 +16,20 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def pivot(results: dict) -> list[str]:
+    """responses/s, one line per (prefix caching, workload), one column per system (README-sized)."""
+    systems = [s for s in WHAT if s in results.get("systems", WHAT)]
+    lines = ["| prefix caching | workload | " + " | ".join(systems) + " |",
+             "|---|---|" + "---:|" * len(systems)]
+    keys = dict.fromkeys((r["prefix_caching"], r["workload"]) for r in results["rows"])
+    for prefix, workload in keys:
+        rates = {r["system"]: r["responses_per_s"] for r in results["rows"]
+                 if (r["prefix_caching"], r["workload"]) == (prefix, workload)}
+        cells = [f"{rates[s]:.2f}" if s in rates else "not run" for s in systems]
+        lines.append(f"| {'on' if prefix else 'off'} | {workload} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_report(results: dict) -> str:
     m, s, engine = results["machine"], results["settings"], results["vllm_engine"]
     load = results["load_average"]
@@ -37,7 +51,10 @@ def write_report(results: dict) -> str:
         "prefix caching per row; vLLM's default CPU thread binding (VLLM_CPU_OMP_THREADS_BIND=auto): its worker "
         "binds one OpenMP thread to one core and reserves the other core for the engine and the frontend. "
         f"transformers (rmserve-hf, hf-ceiling): {s['threads']} torch threads.",
-        f"- Wall time {results['wall_s'] / 60:.1f} min.", "",
+        f"- Wall time {results['wall_s'] / 60:.1f} min." if results["wall_s"] == results["wall_s"] else
+        "- **Cut short**: the run was stopped before every configuration ran (see `not run` below); the rows "
+        "are what it measured, from its partial.json (rewards were not kept there: no reward column).", "",
+        "## responses/s", "", *pivot(results), "",
         "## Throughput", "",
         "| prefix caching | workload | system | responses/s | seconds | p50 ms | p99 ms "
         "| max reward diff vs rmserve-hf | notes |",
