@@ -295,6 +295,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         default=[True, False], help="on,off (default: both)")
     parser.add_argument("--model-dir", help="a text rmserve checkpoint (default: the bench's ~22M text model)")
     parser.add_argument("--out", default="bench/results/vllm-cpu")
+    parser.add_argument("--note", default="", help="a line for the report (e.g. how a cut run was completed)")
     parser.add_argument("--from-partial", action="store_true",
                         help="write the report of a run cut short from OUT/partial.json (what it measured)")
     args = parser.parse_args(argv)
@@ -313,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
             partial = {"rows": partial}
         results = Compare.from_partial(args, partial).summary(float("nan"), os.getloadavg())
         results["cut_short"] = True
+        results["note"] = args.note
         results["load_average"]["note"] = "both taken when the report was written, not during the run"
     else:
         results = Compare(args).run()

@@ -53,7 +53,8 @@ def write_report(results: dict) -> str:
         f"transformers (rmserve-hf, hf-ceiling): {s['threads']} torch threads.",
         f"- Wall time {results['wall_s'] / 60:.1f} min." if results["wall_s"] == results["wall_s"] else
         "- **Cut short**: the run was stopped before every configuration ran (see `not run` below); the rows "
-        "are what it measured, from its partial.json (rewards were not kept there: no reward column).", "",
+        "are what it measured, from its partial.json (rewards were not kept there: no reward column).",
+        *([f"- {results['note']}"] if results.get("note") else []), "",
         "## responses/s", "", *pivot(results), "",
         "## Throughput", "",
         "| prefix caching | workload | system | responses/s | seconds | p50 ms | p99 ms "
