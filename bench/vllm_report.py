@@ -35,12 +35,15 @@ def write_report(results: dict) -> str:
     load = results["load_average"]
     lines = [
         "# rmserve on vLLM vs vLLM (CPU, text reward model)", "",
-        f"Command: `{results['command']}` (`make bench-vllm`)", "",
+        (f"Command: `{results['command']}` (`make bench-vllm`)" if not results.get("cut_short") else
+         "Rendered with `python -m bench.vllm_compare --from-partial` from the partial.json of a run cut short "
+         "(the run's command and load: the note below)"), "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['platform']}; Python {m['python']}, "
         f"torch {m['torch']}, transformers {m['transformers']}; git {m['git'].get('commit')}; {m['date']}",
-        f"- **Shared machine**: other sessions ran their own work meanwhile (load average {load['start'][0]:.1f} at "
-        f"start, {load['end'][0]:.1f} at end on {m['cores']} cores). Every configuration ran back to back in this "
-        "one invocation; compare rows within this run only.",
+        "- **Shared machine**: other sessions ran their own work meanwhile ("
+        + ("load: the note below" if results.get("cut_short") else
+           f"load average {load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end on {m['cores']} cores")
+        + "). Every configuration ran back to back in this one invocation; compare rows within this run only.",
         f"- Model: `{results['model']['name']}` ({results['model']['family']}, hidden {results['model']['hidden']}, "
         f"max length {results['model']['max_length']}), fp32, random weights; rmserve's MLP reward head.",
         f"- Load: {s['responses']} responses per workload, {s['concurrency']} requests in flight, one item per "
