@@ -13,7 +13,11 @@ its own engine-core process):
   returns the raw score logit (the checkpoint's own score layer, run by vLLM);
 - critique models (``"critique"`` in rmserve.json): a second vLLM engine with the generate runner makes the
   greedy critique (``SamplingParams(temperature=0)``, the transformers path's budget and settings), streamed
-  token by token; the critique is then scored by the pooling engine like any item.
+  token by token; the critique is then scored by the pooling engine like any item;
+- generative judges (``"judge"`` in rmserve.json): one engine, the generate runner, and no pooling engine
+  (a judge has no reward head): ``generate_judgments`` is models/vllm_judge.py's ``VllmJudge``, called by the
+  engine's judge batches (engine/judging.py) exactly as on the transformers backend; prefix caching shares an
+  item's prompt across its votes and the template's head across a pair's two orders.
 
 Encoding never touches vLLM: the encoder is ``load_reward_model(path, weights=False)``, a RewardModel whose
 backbone is a weightless skeleton, so ids, templates and the length policy are exactly the transformers
@@ -49,9 +53,11 @@ import torch
 from ..errors import InvalidInput
 from .checkpoint import CONFIG_NAME, HEADS_NAME, load_reward_model
 from .critique import is_critique_model
+from .judge import warm_up_judge
 from .reward_model import RewardModel
-from .types import EncodedItem, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
+from .types import EncodedItem, JudgeDecoding, JudgePrompt, Judgment, ModelInfo, ScoreItem, ScoreOutput, ServingOptions
 from .vllm_async import AsyncPooler
+from .vllm_judge import VllmJudge
 
 log = logging.getLogger("rmserve.models.vllm")
 
@@ -133,8 +139,9 @@ class VllmRewardModel:
 
     def __init__(self, encoder: RewardModel, pooler, *, mode: str, settings: VllmSettings, generator=None,
                  generation_defaults: dict | None = None, device_type: str = "cuda", cleanup=None,
-                 pooling_params=None, sampling_params_cls=None):
-        """``pooler``: an ``AsyncPooler`` (models/vllm_async.py), or anything with its ``submit``."""
+                 pooling_params=None, sampling_params_cls=None, judge=None):
+        """``pooler``: an ``AsyncPooler`` (models/vllm_async.py), or anything with its ``submit``; None for a
+        generative judge, whose ``judge`` (a ``VllmJudge``, models/vllm_judge.py) makes all of its rewards."""
         if mode not in ("embed", "classify"):
             raise ValueError(f"mode must be embed or classify, got {mode!r}")
         if pooling_params is None or sampling_params_cls is None:
@@ -148,6 +155,7 @@ class VllmRewardModel:
         self.encoder = encoder
         self.pooler = pooler
         self.generator = generator
+        self.judge = judge
         self.mode = mode
         self.settings = settings
         self.device_type = device_type
@@ -231,8 +239,14 @@ class VllmRewardModel:
         return prompt
 
     # ---- scoring -----------------------------------------------------------------------------------
+    def _require_pooler(self) -> None:
+        if self.pooler is None:  # the transformers backend's RewardModel.score_batch says the same
+            raise InvalidInput(f"model {self.name!r} has no reward head: it is a generative judge, served by "
+                               "/v1/score, /v1/compare and /v1/rank", param="model", code="judge_model")
+
     def submit_item(self, item: EncodedItem) -> Future[ScoreOutput]:
         """One vLLM request for ``item`` now (engine/dispatch.py); the heads run as its state arrives."""
+        self._require_pooler()
         return self.pooler.submit(self._prompt(item), self._pooling_params, finish=self._score_pooled)
 
     def _score_pooled(self, data: torch.Tensor) -> ScoreOutput:
@@ -247,6 +261,7 @@ class VllmRewardModel:
 
     def _pool(self, items: list[EncodedItem]) -> torch.Tensor:
         """(B, ·) float32 pooled outputs of ``items``, all submitted at once and waited for together."""
+        self._require_pooler()
         futures = [self.pooler.submit(self._prompt(it), self._pooling_params) for it in items]
         try:
             return torch.stack([future.result().float().reshape(-1) for future in futures])
@@ -271,6 +286,9 @@ class VllmRewardModel:
         from PIL import Image
 
         images = [Image.new("RGB", (56, 56), (128, 64, 32))] if self.encoder.family.multimodal else []
+        if self.judge is not None:  # the transformers backend's judge warm-up: one answer read
+            warm_up_judge(self, images)
+            return
         self.score_batch([self.encode(ScoreItem(prompt="warm up", response="ok", images=images))])
         if self.generator is not None:
             ids, _, _ = self.encoder.encode_prompt(ScoreItem(prompt="warm up", response="", images=images))
@@ -314,13 +332,14 @@ class VllmRewardModel:
             streamer.end()
         return tokens
 
-    # ---- generative judges: not on this backend yet (models/judge.py is the transformers path) --------
-    def judge_decoding(self):
-        return self.encoder.judge_decoding()
+    # ---- generative judges (the engine's worker thread: engine/judging.py) ---------------------------
+    def judge_decoding(self) -> JudgeDecoding | None:
+        return self.encoder.judge_decoding() if self.judge is not None else None
 
-    def generate_judgments(self, prompts, decoding):
-        raise InvalidInput("the vllm backend does not generate judgments; serve this judge with --backend "
-                           "transformers", param="model", code="unsupported_task")
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+        if self.judge is None:  # judge_decoding() is None: the API never sends judgments here
+            raise RuntimeError("this model is not a generative judge")
+        return self.judge.generate_judgments(prompts, decoding)
 
     # ---- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:
@@ -332,7 +351,7 @@ class VllmRewardModel:
 def _shutdown(engines: list, stage: str) -> None:
     for engine in engines:
         try:
-            if hasattr(engine, "llm_engine"):  # LLM (the critique generator)
+            if hasattr(engine, "llm_engine"):  # LLM (the critique generator, a judge)
                 engine.llm_engine.engine_core.shutdown()
             else:  # AsyncPooler
                 engine.shutdown()
@@ -351,8 +370,31 @@ def _generation_defaults(path: str) -> dict:
     return {k: getattr(config, k, None) for k in keys if getattr(config, k, None) is not None}
 
 
+def _load_judge(path: str, encoder: RewardModel, settings: VllmSettings, device_type: str) -> VllmRewardModel:
+    """A generative judge: one generate-runner engine (``VllmJudge``, models/vllm_judge.py), no pooling engine."""
+    from vllm import LLM
+
+    stage = stage_checkpoint(path)
+    engines: list = []
+    model = None
+    try:
+        log.info("vLLM generation engine for the judge %s (%s)", path, settings)
+        # Prefix caching (on by default) computes an item's prompt once for all its votes.
+        llm = LLM(stage, runner="generate", **settings.engine_kwargs())
+        engines.append(llm)
+        model = VllmRewardModel(encoder, None, mode="embed", settings=settings, device_type=device_type,
+                                judge=VllmJudge(encoder, llm))
+    finally:
+        cleanup = weakref.finalize(model if model is not None else encoder, _shutdown, engines, stage)
+        if model is None:
+            cleanup()
+    model._cleanup = cleanup
+    return model
+
+
 def load_vllm_reward_model(path: str, settings: VllmSettings | None = None) -> VllmRewardModel:
-    """Load a checkpoint directory (rmserve format or a plain HF sequence classifier) onto vLLM."""
+    """Load a checkpoint directory (rmserve format, a generative judge or a plain HF sequence classifier)
+    onto vLLM."""
     settings = settings or VllmSettings()
     try:
         from vllm import LLM
@@ -361,16 +403,20 @@ def load_vllm_reward_model(path: str, settings: VllmSettings | None = None) -> V
     except ImportError as exc:
         raise RuntimeError(f"--backend vllm needs vLLM: pip install 'rmserve[vllm]' ({exc})") from exc
     encoder = load_reward_model(path, weights=False)
-    if "judge" in encoder.extra_config:  # ServedModel.generate_judgments is where a vLLM judge path would go
-        raise ValueError(f"{path} is a generative judge; the vllm backend does not serve judges yet: use "
-                         "--backend transformers")
+    judge = "judge" in encoder.extra_config
+    if judge and encoder.judge_decoding() is None:
+        raise ValueError(f"{path}: a judge section but a backbone without a language-model head: nothing to "
+                         "generate judgments with")
     mode = "classify" if encoder.family_name == "seq_cls" else "embed"
     if mode == "classify" and set(encoder.head_specs) != {"reward"}:
         raise ValueError(f"{path}: a sequence classifier with extra heads ({sorted(encoder.head_specs)}) cannot run "
                          "on vLLM's classify pooling; serve it with --backend transformers")
     if settings.max_model_len is None:
         settings = dataclasses.replace(settings, max_model_len=encoder.max_length)
-    encoder.max_length = min(encoder.max_length, settings.max_model_len)  # the length policy must match vLLM's
+    # the length policy (and a judge's budgets) must match vLLM's
+    encoder.max_length = min(encoder.max_length, settings.max_model_len)
+    if judge:
+        return _load_judge(path, encoder, settings, current_platform.device_type)
     critique = is_critique_model(encoder)
     defaults = _generation_defaults(path) if critique else {}
     if critique:

@@ -16,32 +16,28 @@ and of the judgment just generated.
 Budgets, stop tokens and the sampled answer of a vote without reasoning follow models/judge.py exactly, so
 greedy judgments are the same on both backends (tests/vllm/test_vllm_judge.py). Sampled judgments are
 deterministic per seed on each backend but differ between them (different random streams).
-Worker thread only (the engine's ``run_exclusive``), like VllmRewardModel.generate_ids.
+Worker thread only (the engine's judge batches, engine/judging.py), like VllmRewardModel.generate_ids. Loaded
+by models/vllm_backend.py's ``load_vllm_reward_model`` for a checkpoint with a judge section: the served
+model's ``generate_judgments`` is this class's.
 """
 
 from __future__ import annotations
 
 import itertools
-import logging
 import random
-import weakref
 from typing import Any
 
 import torch
 
-from .checkpoint import load_reward_model
 from .reward_model import RewardModel
 from .types import JudgeDecoding, JudgePrompt, Judgment
-from .vllm_backend import VllmSettings, stage_checkpoint
-
-log = logging.getLogger("rmserve.models.vllm")
 
 
 class VllmJudge:
     """Judgments from a vLLM generate-runner engine; ``encoder`` (a weightless RewardModel) gives the budgets,
     stop tokens and text decoding the transformers path uses."""
 
-    def __init__(self, encoder: RewardModel, llm, *, sampling_params_cls=None, cleanup=None):
+    def __init__(self, encoder: RewardModel, llm, *, sampling_params_cls=None):
         if sampling_params_cls is None:
             from vllm import SamplingParams
 
@@ -50,7 +46,6 @@ class VllmJudge:
         self.llm = llm
         self._params = sampling_params_cls
         self._request_ids = itertools.count()
-        self._cleanup = cleanup
         tok = encoder.tokenizer
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         eos = encoder.backbone.generation_config.eos_token_id if encoder.backbone.generation_config else None
@@ -149,45 +144,5 @@ class VllmJudge:
                 return tokens[:n], True
         return (tokens[:budget], False) if len(tokens) >= budget else None
 
-    def close(self) -> None:
-        if self._cleanup is not None:
-            self._cleanup()
 
-
-def _shutdown(llm, stage: str) -> None:
-    import shutil
-
-    try:
-        llm.llm_engine.engine_core.shutdown()
-    except Exception:  # already gone
-        log.debug("vLLM judge engine shutdown failed", exc_info=True)
-    shutil.rmtree(stage, ignore_errors=True)
-
-
-def load_vllm_judge(path: str, settings: VllmSettings | None = None) -> VllmJudge:
-    """A judge checkpoint's generation engine on vLLM (text judges are what is tested; see the module doc)."""
-    import dataclasses
-
-    from vllm import LLM
-
-    settings = settings or VllmSettings()
-    encoder = load_reward_model(path, weights=False)
-    if encoder.judge_decoding() is None:
-        raise ValueError(f"{path} is not a generative judge (no judge section)")
-    if settings.max_model_len is None:
-        settings = dataclasses.replace(settings, max_model_len=encoder.max_length)
-    encoder.max_length = min(encoder.max_length, settings.max_model_len)  # the budgets must match vLLM's limit
-    stage = stage_checkpoint(path)
-    try:
-        llm = LLM(stage, runner="generate", **settings.engine_kwargs())
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    judge = VllmJudge(encoder, llm)
-    judge._cleanup = weakref.finalize(judge, _shutdown, llm, stage)
-    return judge
-
-
-__all__ = ["VllmJudge", "load_vllm_judge"]
+__all__ = ["VllmJudge"]
