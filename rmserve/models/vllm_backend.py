@@ -44,6 +44,7 @@ import os
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -374,16 +375,26 @@ def _load_judge(path: str, encoder: RewardModel, settings: VllmSettings, device_
     """A generative judge: one generate-runner engine (``VllmJudge``, models/vllm_judge.py), no pooling engine."""
     from vllm import LLM
 
-    stage = stage_checkpoint(path)
-    engines: list = []
-    model = None
-    try:
+    def build(stage: str, engines: list) -> VllmRewardModel:
         log.info("vLLM generation engine for the judge %s (%s)", path, settings)
         # Prefix caching (on by default) computes an item's prompt once for all its votes.
         llm = LLM(stage, runner="generate", **settings.engine_kwargs())
         engines.append(llm)
-        model = VllmRewardModel(encoder, None, mode="embed", settings=settings, device_type=device_type,
-                                judge=VllmJudge(encoder, llm))
+        return VllmRewardModel(encoder, None, mode="embed", settings=settings, device_type=device_type,
+                               judge=VllmJudge(encoder, llm))
+
+    return _with_engines(path, encoder, build)
+
+
+def _with_engines(path: str, encoder: RewardModel,
+                  build: Callable[[str, list], VllmRewardModel]) -> VllmRewardModel:
+    """``build(staged checkpoint, engines)``: the engines it appends are shut down and the staged copy removed
+    when the model is collected, or at once if ``build`` raises (no engine outlives a failed load)."""
+    stage = stage_checkpoint(path)
+    engines: list = []
+    model = None
+    try:
+        model = build(stage, engines)
     finally:
         cleanup = weakref.finalize(model if model is not None else encoder, _shutdown, engines, stage)
         if model is None:
@@ -421,10 +432,8 @@ def load_vllm_reward_model(path: str, settings: VllmSettings | None = None) -> V
     defaults = _generation_defaults(path) if critique else {}
     if critique:
         sampling_settings((encoder.extra_config["critique"] or {}).get("generation", {}), defaults)  # fail now
-    stage = stage_checkpoint(path)
-    engines: list = []
-    model = None
-    try:
+
+    def build(stage: str, engines: list) -> VllmRewardModel:
         share = 0.5 if critique else 1.0
         pooler = PoolerConfig(seq_pooling_type="LAST", use_activation=False)
         convert = "embed" if mode == "embed" else "auto"
@@ -439,14 +448,10 @@ def load_vllm_reward_model(path: str, settings: VllmSettings | None = None) -> V
             # Prefix caching is exact for greedy decoding too; a generation engine never pools.
             generator = LLM(stage, runner="generate", **settings.engine_kwargs(share=share))
             engines.append(generator)
-        model = VllmRewardModel(encoder, pooling, mode=mode, settings=settings, generator=generator,
-                                generation_defaults=defaults, device_type=current_platform.device_type)
-    finally:
-        cleanup = weakref.finalize(model if model is not None else encoder, _shutdown, engines, stage)
-        if model is None:
-            cleanup()
-    model._cleanup = cleanup
-    return model
+        return VllmRewardModel(encoder, pooling, mode=mode, settings=settings, generator=generator,
+                               generation_defaults=defaults, device_type=current_platform.device_type)
+
+    return _with_engines(path, encoder, build)
 
 
 __all__ = ["VllmRewardModel", "VllmSettings", "load_vllm_reward_model", "sampling_settings", "stage_checkpoint"]
