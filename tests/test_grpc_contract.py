@@ -40,8 +40,9 @@ COMMITTED = os.path.join(ROOT, "clients", "python", "rmserve_client", "proto")
 
 # REST-only fields: `stream` picks SSE over JSON (gRPC Critique always streams), `object` is a type tag.
 REST_ONLY = {"stream", "object"}
-# gRPC-only fields: ids to match ScoreStream results, per-item `return` for ScoreStream, per-item errors.
-GRPC_ONLY = {"ScoreItem": {"id", "return"}, "ScoreResult": {"id", "error"}}
+# gRPC-only fields: ids to match ScoreStream results, ScoreStream's per-item options (the ScoreRequest fields
+# of its one-item request: codec.STREAM_ITEM_OPTIONS), per-item errors.
+GRPC_ONLY = {"ScoreItem": {"id", "return", "voting", "return_judgment"}, "ScoreResult": {"id", "error"}}
 
 PAIRS: list[tuple[type[BaseModel], type]] = [
     (ScoreRequest, pb.ScoreRequest),

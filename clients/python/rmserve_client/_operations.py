@@ -82,9 +82,10 @@ class ScoreStreamBook:
     """One gRPC ScoreStream call's bookkeeping: the items sent, by id, until their result comes back;
     the items whose referenced image the server lost (``lost``), to be scored again inline."""
 
-    def __init__(self, client: BaseClient, returns: Sequence[str] | None):
+    def __init__(self, client: BaseClient, returns: Sequence[str] | None, options: Mapping[str, Any] | None = None):
         self.client = client
         self.returns = returns
+        self.options = dict(options or {})  # judge_options: each stream message carries them (per-item fields)
         self.sent: dict[str, dict[str, Any]] = {}
         self.lost: list[dict[str, Any]] = []
 
@@ -93,7 +94,7 @@ class ScoreStreamBook:
         from rmserve_client._grpc import stream_item
 
         self.sent[loaded["id"]] = loaded
-        return stream_item({**self.client._wire_items([loaded])[0], "id": loaded["id"]}, self.returns)
+        return stream_item({**self.client._wire_items([loaded])[0], **self.options, "id": loaded["id"]}, self.returns)
 
     def result(self, data: Mapping[str, Any]) -> ScoreResult | None:
         """The result to yield for a stream message; None when its item goes to ``lost`` instead."""

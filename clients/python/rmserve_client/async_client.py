@@ -161,13 +161,16 @@ class AsyncRewardClient(BaseClient):
         items: Iterable[Mapping[str, Any]] | AsyncIterable[Mapping[str, Any]],
         *,
         returns: Sequence[str] | None = None,
+        voting: Voting | Mapping[str, Any] | None = None,
+        return_judgment: bool | None = None,
         timeout: float | None = _DEFAULT,
         concurrency: int = 64,
     ) -> AsyncIterator[ScoreResult]:
         """As RewardClient.score_stream; ``items`` may be an async iterable (rollouts as they finish)."""
         deadline = self._deadline(timeout)
+        options = judge_options(voting, return_judgment)
         if self.kind == "grpc" and hasattr(self._transport, "score_stream"):
-            async for result in self._grpc_stream(aiter_items(items), returns, deadline):
+            async for result in self._grpc_stream(aiter_items(items), returns, deadline, options):
                 yield result
             return
         slots = asyncio.Semaphore(max(1, concurrency))
@@ -176,7 +179,7 @@ class AsyncRewardClient(BaseClient):
 
         async def one(item: dict[str, Any]) -> None:
             try:
-                results.put_nowait(await self._score_one(item, returns, deadline))
+                results.put_nowait(await self._score_one(item, returns, deadline, options))
             except BaseException as exc:  # noqa: BLE001 - handed to the consumer
                 results.put_nowait(exc)
             finally:
@@ -215,17 +218,19 @@ class AsyncRewardClient(BaseClient):
                 task.cancel()
 
     async def _score_one(
-        self, item: Mapping[str, Any], returns: Sequence[str] | None, deadline: float | None
+        self, item: Mapping[str, Any], returns: Sequence[str] | None, deadline: float | None,
+        options: Mapping[str, Any],
     ) -> ScoreResult:
         try:
-            return (await self.score([item], returns=returns, timeout=left_or_zero(deadline)))[0]
+            return (await self.score([item], returns=returns, timeout=left_or_zero(deadline), **options))[0]
         except RMServeError as exc:
             return failed(item, exc)
 
     async def _grpc_stream(
-        self, items: AsyncIterator[Mapping[str, Any]], returns: Sequence[str] | None, deadline: float | None
+        self, items: AsyncIterator[Mapping[str, Any]], returns: Sequence[str] | None, deadline: float | None,
+        options: Mapping[str, Any],
     ) -> AsyncIterator[ScoreResult]:
-        book = ScoreStreamBook(self, returns)
+        book = ScoreStreamBook(self, returns, options)
         cache: dict[int, Any] = {}
         try:
             item = await anext(items)
@@ -250,7 +255,7 @@ class AsyncRewardClient(BaseClient):
             if (result := book.result(data)) is not None:
                 yield result
         for item in book.resend():  # their images were lost: scored again, inline
-            yield await self._score_one(item, returns, deadline)
+            yield await self._score_one(item, returns, deadline, options)
 
     async def compare(
         self,

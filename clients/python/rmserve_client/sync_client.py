@@ -174,6 +174,8 @@ class RewardClient(BaseClient):
         items: Iterable[Mapping[str, Any]],
         *,
         returns: Sequence[str] | None = None,
+        voting: Voting | Mapping[str, Any] | None = None,
+        return_judgment: bool | None = None,
         timeout: float | None = _DEFAULT,
         concurrency: int = 64,
     ) -> Iterator[ScoreResult]:
@@ -181,31 +183,35 @@ class RewardClient(BaseClient):
         any order, matched by ``result.id`` (an item's ``id``, else its position as a string). A failed
         item yields a result with ``error`` set instead of raising. gRPC: one ScoreStream call, routed by its
         first item's x-rmserve-group (one stream per GRPO group keeps each group on one replica); REST: up
-        to ``concurrency`` single-item requests at once, each with its own key."""
+        to ``concurrency`` single-item requests at once, each with its own key. ``voting`` / ``return_judgment``
+        (generative judges, as for ``score``) apply to every item; each result then has its ``judgments``."""
         deadline = self._deadline(timeout)
+        options = judge_options(voting, return_judgment)
         if self.kind == "grpc" and hasattr(self._transport, "score_stream"):
-            yield from self._grpc_stream(items, returns, deadline)
+            yield from self._grpc_stream(items, returns, deadline, options)
             return
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             running: set[concurrent.futures.Future] = set()
             for index, item in enumerate(items):
-                running.add(pool.submit(self._score_one, with_id(item, index), returns, deadline))
+                running.add(pool.submit(self._score_one, with_id(item, index), returns, deadline, options))
                 if len(running) >= concurrency:
                     done, running = concurrent.futures.wait(running, return_when="FIRST_COMPLETED")
                     yield from (f.result() for f in done)
             for future in concurrent.futures.as_completed(running):
                 yield future.result()
 
-    def _score_one(self, item: Mapping[str, Any], returns: Sequence[str] | None, deadline: float | None) -> ScoreResult:
+    def _score_one(self, item: Mapping[str, Any], returns: Sequence[str] | None, deadline: float | None,
+                   options: Mapping[str, Any]) -> ScoreResult:
         try:
-            return self.score([item], returns=returns, timeout=left_or_zero(deadline))[0]
+            return self.score([item], returns=returns, timeout=left_or_zero(deadline), **options)[0]
         except RMServeError as exc:
             return failed(item, exc)
 
     def _grpc_stream(
-        self, items: Iterable[Mapping[str, Any]], returns: Sequence[str] | None, deadline: float | None
+        self, items: Iterable[Mapping[str, Any]], returns: Sequence[str] | None, deadline: float | None,
+        options: Mapping[str, Any],
     ) -> Iterator[ScoreResult]:
-        book = ScoreStreamBook(self, returns)
+        book = ScoreStreamBook(self, returns, options)
         cache: dict[int, Any] = {}
         loaded_items = (self._load_item(with_id(item, index), index, cache) for index, item in enumerate(items))
         first = next(loaded_items, None)
@@ -222,7 +228,7 @@ class RewardClient(BaseClient):
             if (result := book.result(data)) is not None:
                 yield result
         for item in book.resend():  # their images were lost: scored again, inline
-            yield self._score_one(item, returns, deadline)
+            yield self._score_one(item, returns, deadline, options)
 
     def compare(
         self,

@@ -9,8 +9,11 @@ in between); ``{"sha256": h}`` stays a reference. A turn's ``parts`` become REST
 
 Proto3 has no "unset" for plain scalars, so the walk keeps fields with presence (``optional``, message
 fields, oneofs) only when set, and every other field as it is, except: an empty ``model`` or ``on_reject``
-(the server's default), empty ``messages`` (the prompt is used), a ScoreItem's ``id`` (gRPC only) and
-``return`` (ScoreStream only). ``Output`` enums become their REST names.
+(the server's default), empty ``messages`` (the prompt is used), an empty ``return`` and a false
+``return_judgment`` (REST's defaults), and a ScoreItem's ``id`` (gRPC only). A ScoreItem's ``return``,
+``voting`` and ``return_judgment`` are ScoreStream's per-item options: ``stream_item_request`` lifts them to
+the one-item request (the same ScoreRequest fields Score takes, so the same rules and errors), and Score
+refuses them on an item. ``Output`` enums become their REST names.
 
 Responses: ``encode(value, ProtoType)`` sets the message's fields from the REST response's dump (fields
 the proto lacks are dropped; non-finite floats go through as they are).
@@ -33,8 +36,11 @@ M = TypeVar("M", bound=BaseModel)
 P = TypeVar("P", bound=ProtoMessage)
 
 OUTPUT_NAMES = {pb.OUTPUT_REWARD: "reward", pb.OUTPUT_ATTRIBUTES: "attributes", pb.OUTPUT_SAFETY: "safety"}
-_DEFAULT_WHEN_EMPTY = frozenset({"model", "on_reject", "messages"})  # "" / [] means "the server's default"
+# "" / [] / false means "the server's default" (REST leaves the field out)
+_DEFAULT_WHEN_EMPTY = frozenset({"model", "on_reject", "messages", "return", "return_judgment"})
 _GRPC_ONLY = frozenset({"id"})
+# ScoreItem fields that are ScoreRequest fields for one ScoreStream item (Score takes them on the request).
+STREAM_ITEM_OPTIONS = ("return", "voting", "return_judgment")
 
 
 # ── requests ───────────────────────────────────────────────────────────────────────────────────
@@ -52,12 +58,10 @@ def validate(model: type[M], body: dict[str, Any]) -> M:
         raise invalid_input_from_errors(exc.errors()) from None
 
 
-def to_body(message: ProtoMessage, loc: Loc, *, keep_return: bool = True) -> dict[str, Any]:
+def to_body(message: ProtoMessage, loc: Loc) -> dict[str, Any]:
     """The REST JSON body of ``message`` (``loc``: where it sits in the request, for errors)."""
     body: dict[str, Any] = {}
     for name, field, presence, kind in _plan(message.DESCRIPTOR):
-        if name == "return" and not keep_return:
-            continue
         if presence and not message.HasField(name):
             continue
         value = getattr(message, name)
@@ -71,8 +75,6 @@ def to_body(message: ProtoMessage, loc: Loc, *, keep_return: bool = True) -> dic
             continue
         if name == "response" and not value and _ends_with_reply(message):
             continue  # the final assistant turn is the scored response (REST: `response` left out)
-        if name == "return" and not value:
-            continue
         body[name] = value
     return body
 
@@ -168,25 +170,34 @@ def _part(part: pb.ContentPart, loc: Loc) -> dict[str, Any]:
 
 
 def score_request(message: pb.ScoreRequest) -> ScoreRequest:
-    """Score takes its outputs from the request's ``return``; a per-item one is a mistake worth naming."""
+    """Score takes its outputs and judge options from the request; a per-item one is a mistake worth naming
+    (it would be ignored otherwise)."""
     for i, item in enumerate(message.items):
-        if len(getattr(item, "return")):
-            raise InvalidInput(
-                "per-item `return` is for ScoreStream; set `return` on the ScoreRequest",
-                param=("items", i, "return"),
-                code="invalid_output",
-            )
+        for name in STREAM_ITEM_OPTIONS:
+            if _is_set(item, name):
+                raise InvalidInput(
+                    f"per-item `{name}` is for ScoreStream; set `{name}` on the ScoreRequest",
+                    param=("items", i, name),
+                    code="invalid_output" if name == "return" else "stream_only_option",
+                )
     return decode(message, ScoreRequest)
 
 
+def _is_set(message: ProtoMessage, name: str) -> bool:
+    field = message.DESCRIPTOR.fields_by_name[name]
+    if field.is_repeated:
+        return len(getattr(message, name)) > 0
+    return message.HasField(name) if field.has_presence else bool(getattr(message, name))
+
+
 def stream_item_request(item: pb.ScoreItem) -> ScoreRequest:
-    """One ScoreStream item as a one-item ScoreRequest (errors name fields as ``items.0...``; the
-    stream reports them relative to the item, see ``error_proto``)."""
-    body: dict[str, Any] = {"items": [to_body(item, ("items", 0), keep_return=False)]}
-    returns = getattr(item, "return")
-    if len(returns):
-        body["return"] = [_scalar(item.DESCRIPTOR.fields_by_name["return"], v, ("items", 0, "return", j))
-                          for j, v in enumerate(returns)]
+    """One ScoreStream item as a one-item ScoreRequest: its ``return``, ``voting`` and ``return_judgment``
+    become the request's (the fields Score takes, so the same validation and the same judge path). Errors
+    name fields as ``items.0...`` or ``voting.k``; the stream reports them relative to the item (``error_proto``
+    strips ``items.0``), so both read as the item's own fields."""
+    fields = to_body(item, ("items", 0))
+    body: dict[str, Any] = {name: fields.pop(name) for name in STREAM_ITEM_OPTIONS if name in fields}
+    body["items"] = [fields]
     return validate(ScoreRequest, body)
 
 
@@ -236,4 +247,4 @@ def error_proto(exc: RMServeError, *, within: Loc = ()) -> pb.Error:
     )
 
 
-__all__ = ["decode", "encode", "error_proto", "score_request", "stream_item_request", "validate"]
+__all__ = ["STREAM_ITEM_OPTIONS", "decode", "encode", "error_proto", "score_request", "stream_item_request", "validate"]

@@ -69,7 +69,7 @@ class Message(_message.Message):
     def __init__(self, role: _Optional[str] = ..., content: _Optional[str] = ..., parts: _Optional[_Iterable[_Union[ContentPart, _Mapping]]] = ..., name: _Optional[str] = ..., tool_call_id: _Optional[str] = ...) -> None: ...
 
 class ScoreItem(_message.Message):
-    __slots__ = ("id", "prompt", "messages", "images", "response", "group", "truncate", "ground_truth")
+    __slots__ = ("id", "prompt", "messages", "images", "response", "group", "truncate", "ground_truth", "voting", "return_judgment")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +79,8 @@ class ScoreItem(_message.Message):
     TRUNCATE_FIELD_NUMBER: _ClassVar[int]
     RETURN_FIELD_NUMBER: _ClassVar[int]
     GROUND_TRUTH_FIELD_NUMBER: _ClassVar[int]
+    VOTING_FIELD_NUMBER: _ClassVar[int]
+    RETURN_JUDGMENT_FIELD_NUMBER: _ClassVar[int]
     id: str
     prompt: str
     messages: _containers.RepeatedCompositeFieldContainer[Message]
@@ -87,7 +89,9 @@ class ScoreItem(_message.Message):
     group: str
     truncate: bool
     ground_truth: str
-    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., response: _Optional[str] = ..., group: _Optional[str] = ..., truncate: _Optional[bool] = ..., ground_truth: _Optional[str] = ..., **kwargs) -> None: ...
+    voting: Voting
+    return_judgment: bool
+    def __init__(self, id: _Optional[str] = ..., prompt: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., images: _Optional[_Iterable[_Union[Image, _Mapping]]] = ..., response: _Optional[str] = ..., group: _Optional[str] = ..., truncate: _Optional[bool] = ..., ground_truth: _Optional[str] = ..., voting: _Optional[_Union[Voting, _Mapping]] = ..., return_judgment: _Optional[bool] = ..., **kwargs) -> None: ...
 
 class Error(_message.Message):
     __slots__ = ("message", "type", "param", "code", "retry_after_s")
