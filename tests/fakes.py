@@ -181,7 +181,7 @@ class FakeRewardModel:
     def judge_decoding(self) -> None:
         return None  # a scalar reward model, not a generative judge
 
-    def generate_judgments(self, prompts, decoding):
+    def generate_judgments(self, prompts, decoding, *, abandoned=None):
         raise InvalidInput(f"model {self.name!r} does not generate judgments", param="model", code="unsupported_task")
 
     # ── helpers for tests ──────────────────────────────────────────────────────────────────

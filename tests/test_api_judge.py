@@ -289,11 +289,11 @@ async def test_a_failing_judgment_fails_only_its_item(pointwise, monkeypatch):
     calls = []
     original = pointwise.generate_judgments
 
-    def flaky(prompts, decoding):
+    def flaky(prompts, decoding, **options):
         calls.append(len(prompts))
         if any("BOOM" in pointwise.decode_text(p.prompt_ids) for p in prompts):
             raise RuntimeError("simulated device error")
-        return original(prompts, decoding)
+        return original(prompts, decoding, **options)
 
     with running_engine(pointwise, max_wait_ms=0) as engine:
         monkeypatch.setattr(pointwise, "generate_judgments", flaky)

@@ -35,9 +35,9 @@ def recording(model) -> list[int]:
     sizes: list[int] = []
     original = model.generate_judgments
 
-    def generate(prompts, decoding):
+    def generate(prompts, decoding, **options):
         sizes.append(len(prompts))
-        return original(prompts, decoding)
+        return original(prompts, decoding, **options)
 
     model.generate_judgments = generate
     return sizes
@@ -71,10 +71,10 @@ async def test_judge_timings_split_queue_wait_from_generation():
     original = judge.generate_judgments
     started = threading.Event()
 
-    def slow(prompts, decoding):
+    def slow(prompts, decoding, **options):
         started.set()
         time.sleep(0.4)
-        return original(prompts, decoding)
+        return original(prompts, decoding, **options)
 
     with running_engine(judge, max_wait_ms=0) as engine:
         judge.generate_judgments = slow  # after the engine's warm-up, which generates too
@@ -95,11 +95,11 @@ async def test_a_failing_judgment_in_a_shared_batch_fails_only_its_request():
     original = judge.generate_judgments
     sizes = []
 
-    def flaky(prompts, decoding):
+    def flaky(prompts, decoding, **options):
         sizes.append(len(prompts))
         if any("BOOM" in judge.decode_text(p.prompt_ids) for p in prompts):
             raise RuntimeError("simulated device error")
-        return original(prompts, decoding)
+        return original(prompts, decoding, **options)
 
     with running_engine(judge, max_wait_ms=200, max_batch_size=8) as engine:
         service = ScoreService(engine)

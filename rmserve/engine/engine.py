@@ -437,7 +437,8 @@ class Engine:
                     self._run_exclusive_job(*job)
                 elif judges:
                     self._batch_seq += 1
-                    run_judge_batch(self.model.generate_judgments, batch, self.stats, self._batch_seq)
+                    run_judge_batch(self.model.generate_judgments, batch, self.stats, self._batch_seq,
+                                    self._expire)
                 elif batch:
                     self._run_batch(batch)
             except BaseException as exc:  # a bug here must not leave callers waiting forever

@@ -11,14 +11,17 @@ Sampling is done by a logits processor with one ``torch.Generator`` per row, see
 a row's text does not depend on which other rows share its batch, and the same seed gives the same text.
 A sampled row also draws its answer from the choice distribution (temperature applied) with the same
 seed, so majority voting has something to count when a judge answers without reasoning.
-Worker thread only (``Engine.run_exclusive``); the model is not thread-safe. ``judge_cases`` and
+A batch nobody waits for any more stops between decode steps: ``abandoned`` (the engine's flag, a plain
+callable) is a stopping criterion that ends every row at once, and the answer read is skipped; it fires only
+when every request in the batch has gone, so a live row never sees it.
+Worker thread only (the engine's judge batches); the model is not thread-safe. ``judge_cases`` and
 ``compare_pairs`` run the same steps in process, without a server (the trainer's ``rmserve-train eval``).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -83,6 +86,16 @@ class _AnswerPrefixStop(StoppingCriteria):
         return torch.tensor(done, device=input_ids.device)
 
 
+class _Abandoned(StoppingCriteria):
+    """Every row is done once nobody waits for the batch (the engine's flag, polled once per decode step)."""
+
+    def __init__(self, abandoned: Callable[[], bool]):
+        self.abandoned = abandoned
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.abandoned(), dtype=torch.bool, device=input_ids.device)
+
+
 def _cut(decode, tokens: list[int], prefix: str, budget: int, stop_ids: set[int]) -> tuple[list[int], bool]:
     """A row's generated tokens up to where it stopped, and whether that is the answer position."""
     for n in range(1, min(len(tokens), budget) + 1):
@@ -112,7 +125,8 @@ def _generate_inputs(model, items: list[EncodedItem]) -> dict:
     return {**kw, **extra}
 
 
-def _judgment_tokens(model, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[tuple[list[int], bool]]:
+def _judgment_tokens(model, prompts: list[JudgePrompt], decoding: JudgeDecoding,
+                     abandoned: Callable[[], bool] | None) -> list[tuple[list[int], bool]]:
     """Per prompt: the generated judgment's tokens and whether it reached the answer prefix."""
     if not decoding.reasoning:
         return [([], True) for _ in prompts]
@@ -122,12 +136,14 @@ def _judgment_tokens(model, prompts: list[JudgePrompt], decoding: JudgeDecoding)
         return [([], False) for _ in prompts]
     inputs = _generate_inputs(model, [_item(model, list(p.prompt_ids), p) for p in prompts])
     start = inputs["input_ids"].shape[1]
-    stop = _AnswerPrefixStop(model.decode_text, start, decoding.answer_prefix, budgets)
+    stops = [_AnswerPrefixStop(model.decode_text, start, decoding.answer_prefix, budgets)]
+    if abandoned is not None:
+        stops.append(_Abandoned(abandoned))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     out = model.backbone.generate(
         **inputs, do_sample=False, max_new_tokens=max(budgets), pad_token_id=pad_id,
         logits_processor=LogitsProcessorList([_SeededSampler(prompts, model.device)]),
-        stopping_criteria=StoppingCriteriaList([stop]),
+        stopping_criteria=StoppingCriteriaList(stops),
     )
     eos = model.backbone.generation_config.eos_token_id
     stop_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else []) | {pad_id}
@@ -136,12 +152,14 @@ def _judgment_tokens(model, prompts: list[JudgePrompt], decoding: JudgeDecoding)
 
 
 @torch.inference_mode()
-def generate_judgments(model, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+def generate_judgments(model, prompts: list[JudgePrompt], decoding: JudgeDecoding, *,
+                       abandoned: Callable[[], bool] | None = None) -> list[Judgment]:
     """``ServedModel.generate_judgments`` for a ``RewardModel`` whose backbone can generate."""
     if not prompts:
         return []
-    generated = _judgment_tokens(model, prompts, decoding)
-    rows = [i for i, (_, found) in enumerate(generated) if found]
+    generated = _judgment_tokens(model, prompts, decoding, abandoned)
+    gone = abandoned is not None and abandoned()  # cut short, or nobody left to read the answers: skip the read
+    rows = [] if gone else [i for i, (_, found) in enumerate(generated) if found]
     logprobs: dict[int, list[float]] = {}
     if rows:
         items = [_item(model, list(prompts[i].prompt_ids) + generated[i][0], prompts[i]) for i in rows]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -491,8 +492,9 @@ class RewardModel(nn.Module):
                 self._judge_decoding = judge_decoding(self)
         return self._judge_decoding  # type: ignore[return-value]
 
-    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
-        return generate_judgments(self, prompts, decoding)
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding, *,
+                           abandoned: Callable[[], bool] | None = None) -> list[Judgment]:
+        return generate_judgments(self, prompts, decoding, abandoned=abandoned)
 
     def to_device(self, device: str, dtype: str = "float32") -> RewardModel:
         self.backbone.to(device=device, dtype=DTYPES[dtype])

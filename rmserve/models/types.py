@@ -14,7 +14,7 @@ that callers probe with ``hasattr``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -303,8 +303,12 @@ class ServedModel(ScoringModel, Protocol):
         is not a generative judge or cannot generate."""
         ...
 
-    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
-        """One ``Judgment`` per prompt, in order (worker thread only, via ``Engine.run_exclusive``): the
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding, *,
+                           abandoned: Callable[[], bool] | None = None) -> list[Judgment]:
+        """One ``Judgment`` per prompt, in order (worker thread only: the engine's judge batches): the
         judgment text (greedy, or sampled with the prompt's seed) and the answer tokens' log-probabilities at
-        the answer position. Raises InvalidInput(code="unsupported_task") when the backend cannot."""
+        the answer position. ``abandoned`` (engine/judging.py ``Abandonment``) is polled between decode steps:
+        once it returns True nobody waits for any of these judgments, and the backend may stop generating and
+        return them cut short (the engine delivers none of them). Raises InvalidInput(code="unsupported_task")
+        when the backend cannot."""
         ...

@@ -337,10 +337,11 @@ class VllmRewardModel:
     def judge_decoding(self) -> JudgeDecoding | None:
         return self.encoder.judge_decoding() if self.judge is not None else None
 
-    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding, *,
+                           abandoned: Callable[[], bool] | None = None) -> list[Judgment]:
         if self.judge is None:  # judge_decoding() is None: the API never sends judgments here
             raise RuntimeError("this model is not a generative judge")
-        return self.judge.generate_judgments(prompts, decoding)
+        return self.judge.generate_judgments(prompts, decoding, abandoned=abandoned)
 
     # ---- lifetime ---------------------------------------------------------------------------------
     def close(self) -> None:

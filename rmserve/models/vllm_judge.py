@@ -16,6 +16,8 @@ and of the judgment just generated.
 Budgets, stop tokens and the sampled answer of a vote without reasoning follow models/judge.py exactly, so
 greedy judgments are the same on both backends (tests/vllm/test_vllm_judge.py). Sampled judgments are
 deterministic per seed on each backend but differ between them (different random streams).
+A batch nobody waits for any more (``abandoned``, the engine's flag: every request in it cancelled, failed or
+past its deadline) is aborted between engine steps: its vLLM requests are aborted, the answer read is skipped.
 Worker thread only (the engine's judge batches, engine/judging.py), like VllmRewardModel.generate_ids. Loaded
 by models/vllm_backend.py's ``load_vllm_reward_model`` for a checkpoint with a judge section: the served
 model's ``generate_judgments`` is this class's.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -59,11 +62,14 @@ class VllmJudge:
             out["multi_modal_data"] = {"image": list(prompt.images)}
         return out
 
-    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[Judgment]:
+    def generate_judgments(self, prompts: list[JudgePrompt], decoding: JudgeDecoding, *,
+                           abandoned: Callable[[], bool] | None = None) -> list[Judgment]:
         if not prompts:
             return []
-        generated = self._judgment_tokens(prompts, decoding) if decoding.reasoning else [([], True)] * len(prompts)
-        rows = [i for i, (_, found) in enumerate(generated) if found]
+        generated = (self._judgment_tokens(prompts, decoding, abandoned) if decoding.reasoning
+                     else [([], True)] * len(prompts))
+        gone = abandoned is not None and abandoned()  # cut short, or nobody left to read the answers: skip the read
+        rows = [] if gone else [i for i, (_, found) in enumerate(generated) if found]
         logprobs = dict(zip(rows, self._choice_logprobs([list(prompts[i].prompt_ids) + generated[i][0] for i in rows],
                                                         [prompts[i] for i in rows], decoding), strict=True))
         out = []
@@ -92,9 +98,11 @@ class VllmJudge:
             result.append([float(position[c].logprob) for c in decoding.choice_ids])
         return result
 
-    def _judgment_tokens(self, prompts: list[JudgePrompt], decoding: JudgeDecoding) -> list[tuple[list[int], bool]]:
+    def _judgment_tokens(self, prompts: list[JudgePrompt], decoding: JudgeDecoding,
+                         abandoned: Callable[[], bool] | None = None) -> list[tuple[list[int], bool]]:
         """Per prompt: the judgment's tokens and whether it reached the answer prefix (models/judge.py's ``_cut``
-        rule, applied as tokens arrive so a row stops as soon as it reaches the prefix)."""
+        rule, applied as tokens arrive so a row stops as soon as it reaches the prefix). Once ``abandoned``
+        fires, the rows still generating are aborted and end where they are (not at the answer prefix)."""
         max_length = self.encoder.max_length
         budgets = [max(0, min(decoding.max_new_tokens, max_length - len(p.prompt_ids) - 1)) for p in prompts]
         result: list[tuple[list[int], bool] | None] = [None] * len(prompts)
@@ -115,6 +123,12 @@ class VllmJudge:
         seen = {i: 0 for i in live.values()}
         try:
             while live:
+                if abandoned is not None and abandoned():
+                    engine.abort_request(list(live))
+                    for i in live.values():
+                        result[i] = ([], False)
+                    live.clear()
+                    break
                 for output in engine.step():
                     i = live.get(output.request_id)
                     if i is None:
