@@ -42,6 +42,7 @@ def main() -> None:
         json.dump({"before": before, "sha256": weights_sha256(trainer), "world": trainer.accelerator.num_processes,
                    "steps": trainer.step, "seen": seen}, f)
     trainer.save_checkpoint()
+    trainer.accelerator.end_training()  # as the CLI does: no rank exits with the process group alive
 
 
 if __name__ == "__main__":

@@ -269,6 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     trainer = build_trainer(args)
     trainer.fit()
     path = trainer.save_checkpoint()
+    # Under `accelerate launch`, leaving with the process group alive lets a rank's gloo threads be
+    # torn down by the interpreter: "terminate called without an active exception", SIGABRT, and the
+    # launcher reports a failed run although the checkpoint was written.
+    trainer.accelerator.end_training()
     if trainer.accelerator.is_main_process:
         print(f"saved {path}")
     return 0
