@@ -69,14 +69,14 @@ class Abandonment:
     generation may have been cut short, so ``fired`` tells the engine not to deliver the batch's judgments."""
 
     def __init__(self, batch: Sequence[Entry]):
-        self._requests = list({id(e.request): e.request for e in batch}.values())
+        self.requests = list({id(e.request): e.request for e in batch}.values())  # each once, in batch order
         self.fired = False
 
     def __call__(self) -> bool:
         if not self.fired:
             now = time.monotonic()
             # ``finished`` before the batch delivers means cancelled or failed (its own items are not done yet)
-            self.fired = all(r.finished or r.expired(now) for r in self._requests)
+            self.fired = all(r.finished or r.expired(now) for r in self.requests)
         return self.fired
 
 
@@ -121,7 +121,7 @@ def run_judge_batch(generate: GenerateFn, batch: list[Entry], stats: EngineStats
     if abandoned.fired:  # judgments possibly cut short: none is delivered (every request has ended or expired)
         log.info("judge batch %d abandoned after %.3fs: every request in it ended or expired", batch_id, seconds)
         stats.record_items(cancelled=sum(e.request.cancelled for e in batch))
-        expire(list({id(e.request): e.request for e in batch if not e.request.finished}.values()))
+        expire([r for r in abandoned.requests if not r.finished])
         return
     failed = sum(isinstance(o, RMServeError) for o in outcomes)
     stats.record_items(scored=len(batch) - failed, failed=failed)  # counted before callers can see results
