@@ -14,6 +14,7 @@ from rmserve_trainer.data.demo_shapes import COLOURS, SHAPES, generate_shape_pai
 from rmserve_trainer.demo import DemoRecipe, DemoTrainer, build_demo_model, demo_critique_config
 from rmserve_trainer.demo_eval import grounded, markdown_report
 from rmserve_trainer.demo_heldout import heldout_records
+from rmserve_trainer.demo_readout import READOUT_PROMPT, Readout, read_out, readout_pairs
 from rmserve_trainer.demo_vision import VisionWarmup, warm_up_vision
 from rmserve_trainer.trainers import TrainConfig
 
@@ -83,8 +84,8 @@ def test_demo_training_is_bit_reproducible_and_saves_the_template(tmp_path):
     runs = []
     for name in ("a", "b"):
         out = str(tmp_path / name)
-        assert main(["demo", "--output", out, "--max-steps", "2", "--vision-steps", "3", "--eval-pairs", "0",
-                     "--no-progress"]) == 0
+        assert main(["demo", "--output", out, "--max-steps", "2", "--vision-steps", "3", "--readout-steps", "2",
+                     "--refresh-steps", "2", "--eval-pairs", "0", "--no-progress"]) == 0
         runs.append(out)
     for weights in ("heads.safetensors", "model.safetensors"):
         a, b = (open(os.path.join(run, weights), "rb").read() for run in runs)
@@ -105,6 +106,35 @@ def test_vision_warmup_trains_the_tower_and_leaves_the_language_model_alone():
     changed = [k for k, v in base.visual.state_dict().items() if not torch.equal(v, before_visual[k])]
     assert any(k.startswith("blocks.") for k in changed) and any(k.startswith("merger.") for k in changed)
     assert all(torch.equal(v, before_lm[k]) for k, v in base.language_model.state_dict().items())
+
+
+def test_readout_pairs_differ_only_in_the_facts_mostly_the_shape():
+    pairs = readout_pairs(400, seed=5)
+    assert [p.chosen for p in pairs] == [p.chosen for p in readout_pairs(400, seed=5)]
+    wrong = {"shape": 0, "colour": 0, "both": 0}
+    for p in pairs:
+        assert p.prompt == READOUT_PROMPT and len(p.images) == 1
+        chosen, rejected = p.chosen.rstrip(".").split(), p.rejected.rstrip(".").split()
+        assert chosen[:3] == rejected[:3] == ["The", "image", "shows"]
+        assert chosen[-2] in COLOURS and chosen[-1] in SHAPES and rejected[-2] in COLOURS and rejected[-1] in SHAPES
+        shape_wrong, colour_wrong = chosen[-1] != rejected[-1], chosen[-2] != rejected[-2]
+        assert shape_wrong or colour_wrong, p
+        wrong["both" if shape_wrong and colour_wrong else "shape" if shape_wrong else "colour"] += 1
+    assert 0.5 < wrong["shape"] / 400 < 0.7 and wrong["colour"] > 40 and wrong["both"] > 40, wrong
+
+
+def test_readout_trains_the_language_model_and_leaves_the_tower_alone(tmp_path):
+    model = build_demo_model(DemoRecipe())
+    base = model.base_model()
+    before_visual = {k: v.clone() for k, v in base.visual.state_dict().items()}
+    before_lm = {k: v.clone() for k, v in base.language_model.state_dict().items()}
+    metrics = read_out(model, Readout(steps=2, batch_size=4, num_workers=0, log_every=1), str(tmp_path),
+                       progress=False)
+    assert {"readout/bt", "readout/lm", "readout/acc"} <= set(metrics)
+    # the tower is frozen; its patch merger (the projection into the LM) trains with the LM
+    tower = {k: v for k, v in base.visual.state_dict().items() if not k.startswith("merger.")}
+    assert tower and all(torch.equal(v, before_visual[k]) for k, v in tower.items())
+    assert any(not torch.equal(v, before_lm[k]) for k, v in base.language_model.state_dict().items())
 
 
 def test_every_image_is_resized_to_the_same_area():
