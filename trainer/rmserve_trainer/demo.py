@@ -7,7 +7,7 @@ A Qwen2.5-VL-architecture model (text hidden 128 x 2 layers, vision hidden 64 x 
 every image resized to about 112^2 pixels whatever its size, so a shape filling an 80 px canvas and
 one filling a 224 px canvas look alike), a byte-level BPE tokenizer trained on the task's texts, reward
 and safety heads, trained on fresh pairs from ``data.demo_shapes`` (one shape per image, drawn many
-ways). Two stages:
+ways). Four stages:
 
 1. vision warm-up (``demo_vision``): the vision tower and patch merger alone learn to name the
    pictured shape and colour (a linear probe on the max-pooled vision tokens, thrown away after).

@@ -12,10 +12,10 @@ one short answer that names the picture, and a wrong answer that differs only in
                                                        "The image shows a blue square."  (both, 20%)
 
 BT on the reward + LM on the chosen answer, the tower frozen (its patch merger, the projection into
-the LM, trains with the LM). Sequences are short, so a step costs a
-third of a main-stage step and a thousand of them fit the demo's time budget. The answer's words are
-the critiques' first words ("The image shows a red circle, but the response says ..."), so what the LM
-learns to write here is what ``/v1/critique`` writes first.
+the LM, trains with the LM). Sequences are short, so a step costs about half a main-stage step
+(0.19 s vs 0.39 s in the shipped run's demo_report.json) and a thousand of them fit the time budget.
+The answer's words are the critiques' first words ("The image shows a red circle, but the response
+says ..."), so what the LM learns to write here is what ``/v1/critique`` writes first.
 
 Images come from ``data.demo_shapes.draw_shape_image`` on their own seed stream ("readout"), never the
 held-out set's code path. Deterministic for the seed, on one thread.
@@ -41,7 +41,7 @@ READOUT_PROMPT = "What is in the image?"
 class Readout:
     steps: int = 1200  # optimizer steps of `batch_size` pairs
     batch_size: int = 32
-    lr: float = 1e-3  # (3e-3 learned later and ended lower: 96.7% vs 98.3% held-out, one run each)
+    lr: float = 1e-3  # (3e-3 learned later and ended lower in one exploratory run)
     warmup_ratio: float = 0.03
     shape_fraction: float = 0.6  # rejected answers with only the shape wrong; the rest: colour, or both, half each
     centering: float = 0.01
@@ -65,9 +65,10 @@ def _pairs(n: int, seed: int, shape_fraction: float):
     for i in range(n):
         colour, shape = rng.choice(COLOURS), rng.choice(SHAPES)
         kind = rng.random()
-        wrong_shape = rng.choice([s for s in SHAPES if s != shape]) if kind < shape_fraction or kind >= (
-            1 + shape_fraction) / 2 else shape
-        wrong_colour = rng.choice([c for c in COLOURS if c != colour]) if kind >= shape_fraction else colour
+        shape_only = kind < shape_fraction
+        colour_only = shape_fraction <= kind < (1 + shape_fraction) / 2  # the rest: both wrong
+        wrong_shape = shape if colour_only else rng.choice([s for s in SHAPES if s != shape])
+        wrong_colour = colour if shape_only else rng.choice([c for c in COLOURS if c != colour])
         yield PairRecord(id=f"readout-{seed}-{i:06d}", prompt=READOUT_PROMPT, chosen=describe(colour, shape),
                          rejected=describe(wrong_colour, wrong_shape), images=[draw_shape_image(colour, shape, rng)],
                          category="describe", source=f"demo-readout:{seed}:{i}")

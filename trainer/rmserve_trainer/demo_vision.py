@@ -9,7 +9,7 @@ patch merger's output, what the LM reads) predicts the shape (3 classes) and the
 cross-entropy on both. Max, not mean: the few tokens on the shape's boundary carry its shape, and
 averaging over 16 tokens dilutes them (a mean probe stayed at 39% held-out shape accuracy, max reached
 94%; docs/demo-shape-readout.md). The probe is thrown away afterwards; the tower and merger keep what
-they learned, and are frozen for the later stages (``rmserve-train demo``).
+they learned; the later stages (``rmserve-train demo``) freeze the tower and train the merger with the LM.
 
 Images come from ``data.demo_shapes.draw_shape_image`` (the training drawings) on their own seed
 stream ("vision"), never the held-out set's code path. Deterministic for the seed, on one thread.
