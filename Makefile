@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 REQS := pyproject.toml clients/python/pyproject.toml trainer/pyproject.toml requirements/constraints.txt requirements/dev.txt
 SERVE_ARGS ?=
 
-.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas proxies soak bench-replicas lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages bench-cpu load demo
+.PHONY: install serve test test-ops test-integrations test-replicas test-long replicas proxies soak bench-replicas lint clean proto bench bench-quick bench-floor bench-grpo-latency bench-stages bench-cpu bench-busy load demo
 
 $(STAMP): $(REQS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -129,6 +129,12 @@ bench-stages: $(BENCH_STAMP)
 
 bench-cpu: $(BENCH_STAMP)
 	$(PY) -m bench.cpu_profile $(CPU_ARGS)
+
+# make bench-busy   the bench model under text and GRPO load: the worker's busy share, forward ms per response
+#                   and CPU cores per server thread (~3 min; BUSY_ARGS, python -m bench.forward_busy -h)
+BUSY_ARGS ?=
+bench-busy: $(BENCH_STAMP)
+	$(PY) -m bench.forward_busy $(BUSY_ARGS)
 
 # make load   start `rmserve serve` on 127.0.0.1 (free ports, the default model), run locust headless
 #             for LOAD_TIME per protocol (REST, then gRPC; GRPO + mixed users), stop the server, and

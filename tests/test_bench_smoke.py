@@ -231,3 +231,17 @@ def test_the_vllm_comparison_judges_its_goals_and_compares_rewards():
     diffs = {r["system"]: r.get("max_reward_diff_vs_rmserve_hf") for r in compare.rows}
     assert diffs["vllm-offline"] == pytest.approx(0.25) and diffs["rmserve-vllm"] == 0.0
     assert diffs["vllm-server"] is None  # states only: no reward to compare
+
+
+def test_forward_busy_reports_a_row_per_round_from_a_real_server(capsys):
+    from bench.forward_busy import main
+
+    assert main(["--preset", "tiny", "--workloads", "text,grpo", "--responses", "16", "--rounds", "1",
+                 "--threads", "1"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| text") or line.startswith("| grpo")]
+    assert [r[0].strip() for r in rows] == ["text", "grpo"]
+    for row in rows:
+        rate, busy, ms = float(row[2]), float(row[4]), float(row[5])
+        assert rate > 0 and 0 < busy <= 1.0 and ms > 0
+        assert float(row[6].split(",")[0]) > 0  # the busiest thread did work
