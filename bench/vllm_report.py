@@ -40,10 +40,11 @@ def write_report(results: dict) -> str:
          "(the run's command and load: the note below)"), "",
         f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB; {m['platform']}; Python {m['python']}, "
         f"torch {m['torch']}, transformers {m['transformers']}; git {m['git'].get('commit')}; {m['date']}",
-        "- **Shared machine**: other sessions ran their own work meanwhile ("
-        + ("load: the note below" if results.get("cut_short") else
-           f"load average {load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end on {m['cores']} cores")
-        + "). Every configuration ran back to back in this one invocation; compare rows within this run only.",
+        "- Load on the machine: "
+        + ("the note below" if results.get("cut_short") else
+           f"load average {load['start'][0]:.1f} at start, {load['end'][0]:.1f} at end on {m['cores']} cores "
+           "(the benchmark's own processes included; on a shared machine other work adds to it)")
+        + ". Every configuration ran back to back in this one invocation; compare rows within this run only.",
         f"- Model: `{results['model']['name']}` ({results['model']['family']}, hidden {results['model']['hidden']}, "
         f"max length {results['model']['max_length']}), fp32, random weights; rmserve's MLP reward head.",
         f"- Load: {s['responses']} responses per workload, {s['concurrency']} requests in flight, one item per "
