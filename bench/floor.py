@@ -27,7 +27,7 @@ import time
 
 from .client import LoadResult, drive, split_groups
 from .grpc_client import drive_grpc, requests_for
-from .run import machine_info, scrape_metrics
+from .run import machine_info, metric_delta, scrape_metrics
 from .servers import REPO, ServerProcess, cpu_seconds, free_port, thread_env
 from .workloads import WorkloadFactory
 
@@ -55,8 +55,8 @@ def measure(server: ServerProcess, groups, concurrency: int, *, grpc_target: str
         result = asyncio.run(drive_grpc(grpc_target, groups, concurrency=concurrency))
     cpu1, client1 = cpu_seconds(server.pid), time.process_time()
     after = scrape_metrics(server.url)
-    batches = after.get("rmserve_batch_size_count", 0) - before.get("rmserve_batch_size_count", 0)
-    items = after.get("rmserve_batch_size_sum", 0) - before.get("rmserve_batch_size_sum", 0)
+    batches = metric_delta(before, after, "rmserve_batch_size_count")
+    items = metric_delta(before, after, "rmserve_batch_size_sum")
     return {
         "batches": batches, "batch_items": items,
         "responses": result.responses, "ok": result.ok, "errors": len(result.errors), "seconds": result.seconds,

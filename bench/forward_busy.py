@@ -31,7 +31,7 @@ from .client import drive
 from .cpu_profile import thread_cpu
 from .floor import rmserve_argv
 from .model import MODELS, ensure_model
-from .run import PRESETS, scrape_metrics
+from .run import PRESETS, metric_delta, scrape_metrics
 from .servers import ServerProcess, thread_env
 from .workloads import WORKLOADS, WorkloadFactory
 
@@ -43,11 +43,11 @@ def measure_round(server: ServerProcess, bodies: list[list[bytes]], concurrency:
     wall = time.perf_counter() - t0
     m1, cpu1 = scrape_metrics(server.url), thread_cpu(server.pid)
     n = sum(len(g) for g in bodies)
-    batches = m1["rmserve_batch_size_count"] - m0["rmserve_batch_size_count"]
-    batch_s = m1["rmserve_batch_duration_seconds_sum"] - m0["rmserve_batch_duration_seconds_sum"]
+    batches = metric_delta(m0, m1, "rmserve_batch_size_count")
+    batch_s = metric_delta(m0, m1, "rmserve_batch_duration_seconds_sum")
     cores = sorted(((tid, (cpu1[tid] - cpu0.get(tid, 0.0)) / wall) for tid in cpu1), key=lambda x: -x[1])
     return {"responses": n, "errors": len(result.errors), "responses_per_s": n / wall, "batches": batches,
-            "mean_batch": (m1["rmserve_batch_size_sum"] - m0["rmserve_batch_size_sum"]) / max(batches, 1),
+            "mean_batch": metric_delta(m0, m1, "rmserve_batch_size_sum") / max(batches, 1),
             "forward_busy": batch_s / wall, "forward_ms_per_response": batch_s / n * 1000,
             "thread_cores": [round(c, 3) for _, c in cores if c >= 0.005]}
 

@@ -115,6 +115,11 @@ class RssSampler:
         self._thread.join()
 
 
+def metric_delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    """How much a /metrics counter (``scrape_metrics``) grew between two scrapes (0 when absent)."""
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
 def scrape_metrics(url: str) -> dict[str, float]:
     """Batch counters and cache sizes from rmserve's /metrics (empty for servers without it)."""
     import httpx
@@ -241,11 +246,11 @@ class Bench:
         if any(name in after for name in caches):
             # decoded images + vision features + preprocessed prompts held at the end
             row["cache_mib"] = sum(after.get(name, 0.0) for name in caches) / 2**20
-        batches = after.get("rmserve_batch_size_count", 0) - before.get("rmserve_batch_size_count", 0)
+        batches = metric_delta(before, after, "rmserve_batch_size_count")
         if batches > 0:
             row["server_batches"] = batches
-            row["server_mean_batch"] = (after["rmserve_batch_size_sum"] - before["rmserve_batch_size_sum"]) / batches
-            seconds = after["rmserve_batch_duration_seconds_sum"] - before["rmserve_batch_duration_seconds_sum"]
+            row["server_mean_batch"] = metric_delta(before, after, "rmserve_batch_size_sum") / batches
+            seconds = metric_delta(before, after, "rmserve_batch_duration_seconds_sum")
             row["server_batch_ms"] = seconds / batches * 1000
         return row
 
