@@ -27,8 +27,8 @@ import time
 
 from .client import LoadResult, drive, split_groups
 from .grpc_client import drive_grpc, requests_for
-from .run import machine_info, metric_delta, scrape_metrics
-from .servers import REPO, ServerProcess, cpu_seconds, free_port, thread_env
+from .run import metric_delta, scrape_metrics
+from .servers import REPO, ServerProcess, cpu_seconds, free_port, machine_info, thread_env
 from .workloads import WorkloadFactory
 
 FLOOR_GOAL, BATCHING_GOAL = 0.6, 1.0

@@ -35,22 +35,36 @@ NAIVE_NOTE = (
 )
 
 
-def _rate(results: dict, workload: str, system: str) -> float | None:
+def _rates(results: dict, workload: str, system: str) -> dict[int, float]:
+    """A system's responses/s per round (one round, 0, unless the run had ``--repeat``)."""
+    out: dict[int, float] = {}
     for row in results["rows"]:
-        if row["workload"] == workload and row["system"] == system and "error" not in row:
-            return row.get("responses_per_s")
-    return None
+        if (row["workload"] == workload and row["system"] == system and "error" not in row
+                and row.get("responses_per_s") is not None):
+            out.setdefault(row.get("round", 0), row["responses_per_s"])
+    return out
+
+
+def _rate(results: dict, workload: str, system: str) -> float | None:
+    rates = _rates(results, workload, system)
+    return statistics.median(rates.values()) if rates else None
 
 
 def ratios(results: dict) -> list[dict]:
+    """Each goal's ratio; with rounds, the median of the per-round ratios (numerator and denominator of a
+    ratio always from the same round), the rounds' values beside it."""
     out = []
     for workload, num, den, goal, meaning in RATIOS:
-        a, b = _rate(results, workload, num), _rate(results, workload, den)
-        if a is None and b is None:
+        a, b = _rates(results, workload, num), _rates(results, workload, den)
+        if not a and not b:
             continue
-        value = a / b if a is not None and b else None
-        out.append({"workload": workload, "ratio": f"{num} / {den}", "value": value, "goal": goal,
-                    "ok": None if goal is None or value is None else value >= goal, "meaning": meaning})
+        per_round = [a[k] / b[k] for k in sorted(a) if b.get(k)]
+        value = statistics.median(per_round) if per_round else None
+        entry = {"workload": workload, "ratio": f"{num} / {den}", "value": value, "goal": goal,
+                 "ok": None if goal is None or value is None else value >= goal, "meaning": meaning}
+        if len(per_round) > 1:
+            entry["rounds"] = per_round
+        out.append(entry)
     return out
 
 
@@ -73,7 +87,8 @@ def latency_checks(results: dict) -> list[dict]:
         max_wait = row.get("max_wait_ms", results["server_max_wait_ms"])
         size = max([bs for bs in trials if bs <= max_batch] or [min(trials)])
         bound = 3 * (max_wait + trials[size]["batch_ms"])
-        out.append({"workload": wl, "system": row["system"], "p99_ms": row["p99_ms"], "bound_ms": bound,
+        out.append({"workload": wl, "system": row["system"], **({"round": row["round"]} if "round" in row else {}),
+                    "p99_ms": row["p99_ms"], "bound_ms": bound,
                     "max_wait_ms": max_wait, "batch_size": size, "batch_ms": trials[size]["batch_ms"],
                     "ok": row["p99_ms"] <= bound})
     return out
@@ -139,7 +154,7 @@ def _row_note(row: dict) -> str:
 
 def _sorted_rows(results: dict) -> list[dict]:
     order = {w: i for i, w in enumerate(("text", "image", "grpo"))}
-    return sorted(results["rows"], key=lambda r: (order.get(r["workload"], 9),
+    return sorted(results["rows"], key=lambda r: (order.get(r["workload"], 9), r.get("round", 0),
                                                   ORDER.index(r["system"]) if r["system"] in ORDER else 1.5))
 
 
@@ -148,8 +163,9 @@ def table(results: dict) -> str:
              "| notes |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for row in _sorted_rows(results):
         batch = row.get("batch_size") or ("1" if row["system"] == "naive" else "dyn")
+        system = LABELS.get(row["system"], row["system"]) + (f" (round {row['round'] + 1})" if "round" in row else "")
         lines.append(
-            f"| {row['workload']} | {LABELS.get(row['system'], row['system'])} | {_f(row.get('responses'))} "
+            f"| {row['workload']} | {system} | {_f(row.get('responses'))} "
             f"| {_f(row.get('seconds'))} | **{_f(row.get('responses_per_s'), 2)}** | {_f(row.get('p50_ms'), 0)} "
             f"| {_f(row.get('p99_ms'), 0)} | {_f(row.get('peak_rss_mib'), 0)} | {batch} | {_row_note(row)} |")
     return "\n".join(lines)
@@ -194,7 +210,9 @@ def markdown(results: dict) -> str:
     ]
     for r in results["ratios"]:
         goal = f">= {r['goal']}" if r["goal"] is not None else "none"
-        out.append(f"| {r['workload']} | {r['ratio']} | {_f(r['value'], 2)} | {goal} | {_verdict(r['ok'])} "
+        rounds = (f" (median of {len(r['rounds'])} rounds: {', '.join(f'{v:.2f}' for v in r['rounds'])})"
+                  if r.get("rounds") else "")
+        out.append(f"| {r['workload']} | {r['ratio']} | {_f(r['value'], 2)}{rounds} | {goal} | {_verdict(r['ok'])} "
                    f"| {r['meaning']} |")
     out += ["", NAIVE_NOTE, "", "## Latency: p99 vs 3 x (max wait + one batch's compute)", "",
             "One batch's compute: the ceiling's mean batch time at the server's max batch size (or the "
@@ -202,7 +220,8 @@ def markdown(results: dict) -> str:
             "| workload | system | p99 ms | max wait ms | one batch ms (size) | bound ms | verdict |",
             "|---|---|---:|---:|---:|---:|---|"]
     for r in results["latency"]:
-        out.append(f"| {r['workload']} | {LABELS.get(r['system'], r['system'])} | {_f(r['p99_ms'], 0)} "
+        system = LABELS.get(r["system"], r["system"]) + (f" (round {r['round'] + 1})" if "round" in r else "")
+        out.append(f"| {r['workload']} | {system} | {_f(r['p99_ms'], 0)} "
                    f"| {_f(r['max_wait_ms'])} | {_f(r['batch_ms'], 0)} ({r['batch_size']}) | {_f(r['bound_ms'], 0)} "
                    f"| {_verdict(r['ok'])} |")
     soak = results.get("soak")

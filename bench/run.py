@@ -31,7 +31,6 @@ import gc
 import json
 import math
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -43,7 +42,7 @@ from . import report
 from .ceiling import CeilingRun, encode_workload, run_ceiling, sweep
 from .client import drive
 from .model import MODELS, ensure_model
-from .servers import REPO, ServerProcess, cpu_seconds, peak_rss_mib, reset_peak_rss, rss_mib, thread_env
+from .servers import REPO, ServerProcess, cpu_seconds, machine_info, peak_rss_mib, reset_peak_rss, rss_mib, thread_env
 from .workloads import WORKLOADS, Workload, WorkloadFactory
 
 WARMUP_SEED, SOAK_SEED = 1000, 2000
@@ -158,6 +157,7 @@ class Bench:
         self.soak: dict | None = None
         self.notes: list[str] = []
         self.failed = False
+        self.round = 0  # with --repeat: the round being measured
         self._servers: dict[str, ServerProcess] = {}
         self.share_flag = self._has_share_flag()
         if not self.share_flag:
@@ -272,7 +272,7 @@ class Bench:
                         (abs(a - b) for a, b in zip(rewards, ceiling.rewards, strict=True) if a is not None),
                         default=None)
                     self.add_row(name, system, "server", row, argv=server.command, pid=server.pid)
-                    if name == "grpo" and system == "rmserve" and self.preset.soak_factor > 0:
+                    if name == "grpo" and system == "rmserve" and self.preset.soak_factor > 0 and self.round == 0:
                         stage = "rmserve-soak"
                         self.bench_soak(server, row, timeline, len(work))
             except Exception as exc:  # record, keep going: one broken system must not lose a 20-min run
@@ -292,6 +292,8 @@ class Bench:
     def add_row(self, workload: str, system: str, kind: str, values: dict, **extra) -> dict:
         row = {"workload": workload, "system": system, "kind": kind, **values, **extra,
                "load_1min": os.getloadavg()[0]}
+        if self.args.repeat > 1:
+            row["round"] = self.round
         if kind == "server" and system.startswith("rmserve") and "argv" in row:
             row["max_batch_size"] = server_setting(row["argv"], "--max-batch-size", self.max_batch)
             row["max_wait_ms"] = server_setting(row["argv"], "--max-wait-ms", self.max_wait_ms)
@@ -336,14 +338,22 @@ class Bench:
         warm = self.factory.build(name, self.preset.warmup, seed=self.args.seed + WARMUP_SEED)
         encoded = encode_workload(self.model, work)
         self.tokens[name] = token_stats(encoded)
-        runs = {}
-        for system, share in modes.items():
-            log(f"{name}/{system}: {len(work)} responses at batch size {best[system].batch_size}")
-            runs[system] = run_ceiling(self.model, encoded, best[system].batch_size, share=share)
-            self.ceiling_row(name, system, runs[system])
         del encoded
-        gc.collect()
-        self.bench_servers(name, work, warm, runs["ceiling"])
+        for rnd in range(self.args.repeat):
+            self.round = rnd
+            # Round by round, each system after the other: a machine whose speed drifts by 10% over minutes
+            # moves both sides of a round's ratio alike, where one long run per system would not.
+            encoded = encode_workload(self.model, work)
+            runs = {}
+            for system, share in modes.items():
+                log(f"{name}/{system}: {len(work)} responses at batch size {best[system].batch_size}"
+                    + (f", round {self.round + 1}/{self.args.repeat}" if self.args.repeat > 1 else ""))
+                runs[system] = run_ceiling(self.model, encoded, best[system].batch_size, share=share)
+                self.ceiling_row(name, system, runs[system])
+            del encoded
+            gc.collect()
+            self.bench_servers(name, work, warm, runs["ceiling"])
+        self.round = 0
 
     def run(self) -> dict:
         import torch
@@ -375,7 +385,7 @@ class Bench:
             "command": self.args.command_line,
             "preset": self.args.preset, "settings": asdict(self.preset),
             "device": self.args.device, "threads": self.args.threads, "concurrency": self.args.concurrency,
-            "group_size": self.args.group_size,
+            "group_size": self.args.group_size, "repeat": self.args.repeat,
             "seed": self.args.seed, "server_args": self.server_args,
             "server_max_batch_size": self.max_batch, "server_max_wait_ms": self.max_wait_ms,
             "share_prefix_flag": self.share_flag,
@@ -398,30 +408,6 @@ def token_stats(groups) -> dict:
     return {"prompt_tokens_incl_image": [min(prompt), max(prompt)], "image_tokens": [min(images), max(images)],
             "response_tokens": [min(response), max(response)],
             "mean_total": sum(it.num_tokens for it in flat) / len(flat)}
-
-
-def machine_info() -> dict:
-    import torch
-    import transformers
-
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    mem = None
-    with contextlib.suppress(OSError, StopIteration, ValueError):
-        with open("/proc/meminfo") as f:
-            mem = round(int(next(line for line in f if line.startswith("MemTotal")).split()[1]) / 2**20, 1)
-    git = {}
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True)
-        git = {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
-            "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "torch_threads_default": torch.get_num_threads(), "git": git,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
 
 def _variant(text: str) -> tuple[str, str]:
@@ -458,6 +444,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "--variant 'wait20=--max-wait-ms 20' (repeatable; later: a vLLM backend)")
     parser.add_argument("--naive-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for the naive server (repeatable)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="measure every system N times, round by round (ceilings, then servers); ratios "
+                             "are the median of the rounds' ratios (default: 1)")
     parser.add_argument("--no-soak", action="store_true", help="skip the GRPO soak run")
     parser.add_argument("--no-plot", action="store_true", help="skip results.png")
     args = parser.parse_args(argv)
@@ -465,6 +454,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
         parser.error(f"unknown workloads {sorted(unknown)}; choose from {', '.join(WORKLOADS)}")
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
     if args.group_size > args.concurrency:
         parser.error("--group-size must be <= --concurrency (a group is sent at once)")
     args.command_line = shlex.join(["python", "-m", "bench.run", *(sys.argv[1:] if argv is None else argv)])

@@ -1,4 +1,4 @@
-"""Server subprocesses: start on a free port, wait until ready, read /proc, always stop.
+"""Server subprocesses: start on a free port, wait until ready, read /proc, always stop; and the machine they ran on.
 
 Each server runs in its own session (so stopping it stops anything it spawned) and, on Linux,
 with a parent-death signal, so a killed benchmark does not leave servers behind. ``ServerProcess``
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -197,3 +198,27 @@ class ServerProcess:
 
 
 __all__ = ["ServerProcess", "free_port", "thread_env", "peak_rss_mib", "rss_mib", "cpu_seconds", "reset_peak_rss"]
+
+
+def machine_info() -> dict:
+    import torch
+    import transformers
+
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    mem = None
+    with contextlib.suppress(OSError, StopIteration, ValueError):
+        with open("/proc/meminfo") as f:
+            mem = round(int(next(line for line in f if line.startswith("MemTotal")).split()[1]) / 2**20, 1)
+    git = {}
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True)
+        git = {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": mem, "python": platform.python_version(),
+            "platform": platform.platform(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "torch_threads_default": torch.get_num_threads(), "git": git,
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}

@@ -34,8 +34,7 @@ import time
 from bench.ceiling import encode_workload, sweep, to_score_item
 from bench.client import RawHTTP, SendFailed, drive, drive_with
 from bench.model import MODELS, ensure_model
-from bench.run import machine_info
-from bench.servers import REPO, ServerProcess, thread_env
+from bench.servers import REPO, ServerProcess, machine_info, thread_env
 from bench.workloads import TEXT_WORKLOADS, WorkloadFactory
 
 # The vLLM systems back to back (the load on a shared machine drifts less between neighbours).

@@ -179,6 +179,36 @@ def test_ratio_verdicts_on_known_rates():
         assert got[key]["ok"] is ok, key
 
 
+def test_repeated_rounds_give_the_median_of_same_round_ratios():
+    """--repeat: a round's numerator is only ever divided by the same round's denominator."""
+    from bench.report import markdown, ratios, table
+
+    rows = [_row("text", "rmserve", 9.0, round=0), _row("text", "ceiling", 10.0, round=0),
+            _row("text", "rmserve", 8.0, round=1), _row("text", "ceiling", 8.0, round=1),
+            _row("text", "rmserve", 7.0, round=2), _row("text", "ceiling", 7.5, round=2),
+            {**_row("text", "ceiling", 1.0, round=3), "error": "died"}, _row("text", "rmserve", 1.0, round=3)]
+    (got,) = [r for r in ratios({"rows": rows}) if r["ratio"] == "rmserve / ceiling"]
+    assert got["rounds"] == pytest.approx([0.9, 1.0, 7 / 7.5])  # round 3's ceiling failed: no ratio from it
+    assert got["value"] == pytest.approx(7 / 7.5) and got["ok"] is True  # the median, not 24 / 25.5 or a mean
+    assert "(round 2)" in table({"rows": rows})
+    results = {"rows": rows}
+    assert "median of 3 rounds: 0.90, 1.00, 0.93" in "".join(
+        line for line in _ratio_lines(markdown, results) if "rmserve / ceiling" in line)
+
+
+def _ratio_lines(markdown, results):
+    full = {"preset": "tiny", "command": "x", "machine": {"cpu": "c", "cores": 2, "memory_gib": 1, "platform": "p",
+            "python": "3", "torch": "t", "transformers": "t", "date": "d"},
+            "load_average": {"start": [0, 0, 0], "end": [0, 0, 0]}, "model": {"name": "m", "params": 1e6,
+            "vision_params": 1e5, "dtype": "float32"}, "threads": 2, "concurrency": 64, "server_max_batch_size": 32,
+            "server_max_wait_ms": 5.0, "server_args": [], "group_size": 8, "wall_s": 60, "tokens": {},
+            "sweeps": {}, "soak": None, "notes": [], "latency": [], **results}
+    from bench.report import ratios
+
+    full["ratios"] = ratios(full)
+    return markdown(full).splitlines()
+
+
 def test_latency_bound_on_known_sweeps():
     from bench.report import latency_checks
 
