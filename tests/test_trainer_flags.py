@@ -40,13 +40,14 @@ def test_defaults_per_command_are_the_old_command_lines():
 
 def test_every_old_flag_parses_to_the_same_config():
     assert parse("bt", *ALL_BT_FLAGS) == ALL_BT_CONFIG
-    critique = parse("critique", *ALL_BT_FLAGS, "--prompt-bt-weight", "0.5", "--lm-chosen-response")
+    critique = parse("critique", *ALL_BT_FLAGS, "--prompt-bt-weight", "0.5", "--lm-chosen-response",
+                     "--verdict-weight", "4")
     assert critique == dataclasses.replace(ALL_BT_CONFIG, lm_targets="both", prompt_bt_weight=0.5,
-                                           lm_chosen_in_prompt=True)
+                                           lm_chosen_in_prompt=True, verdict_weight=4.0)
 
 
 def test_critique_only_flags_are_refused_by_bt():
-    for flag in (["--prompt-bt-weight", "0.5"], ["--lm-chosen-response"]):
+    for flag in (["--prompt-bt-weight", "0.5"], ["--lm-chosen-response"], ["--verdict-weight", "4"]):
         with pytest.raises(SystemExit):
             parse("bt", *flag)
 
@@ -62,7 +63,7 @@ def test_bad_choice_and_missing_output_are_refused():
 def test_every_field_is_a_flag_or_set_by_the_command(command):
     """A field added to TrainConfig is a flag (or the subcommand sets it): none is silently out of reach."""
     reachable = {f.name for f in flag_fields(TrainConfig, command)} | set(COMMAND_FIXED[command])
-    critique_only = {"prompt_bt_weight", "lm_chosen_in_prompt"}
+    critique_only = {"prompt_bt_weight", "lm_chosen_in_prompt", "verdict_weight"}
     expected = {f.name for f in dataclasses.fields(TrainConfig)} - (critique_only if command == "bt" else set())
     assert reachable == expected
     help_text = build_parser()._subparsers._group_actions[0].choices[command].format_help()
@@ -82,6 +83,6 @@ def test_judge_takes_the_run_flags_but_none_of_the_reward_head_flags():
         with pytest.raises(SystemExit):
             parse("judge", *flag)
     heads_only = {"centering", "use_margin", "safety_weight", "attribute_weight", "prompt_bt_weight",
-                  "lm_chosen_in_prompt"}
+                  "lm_chosen_in_prompt", "verdict_weight"}
     reachable = {f.name for f in flag_fields(TrainConfig, "judge")} | set(COMMAND_FIXED["judge"])
     assert reachable == {f.name for f in dataclasses.fields(TrainConfig)} - heads_only

@@ -46,6 +46,9 @@ class TrainConfig:
     prompt_bt_weight: float = _opt(
         0.0, "BT also on the reward read at the end of the evaluator turn (before the critique)",
         commands=("critique",))
+    verdict_weight: float = _opt(
+        1.0, "LM weight of the verdict token (the first token where a pair's two reference critiques differ)",
+        commands=("critique",))
     # 0 here (library callers opt in); rmserve-train defaults both to 1 (cli.COMMAND_DEFAULTS), since there a
     # safety/attribute head exists only when --safety-categories/--attributes asked for one.
     safety_weight: float = _opt(0.0, "safety BCE weight (with a safety head)", commands=HEADS)

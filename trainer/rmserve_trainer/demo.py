@@ -90,6 +90,7 @@ class DemoRecipe:
     lm_weight: float = 1.0
     safety_weight: float = 1.0
     centering: float = 0.01
+    verdict_weight: float = 1.0  # LM weight of the critique's verdict token (data.collate.verdict_weights)
     critique_max_new_tokens: int = 48
     eval_pairs: int = 600  # held-out pairs (demo_heldout) scored as served at the end
     eval_critiques: int = 600  # of those, pairs whose two responses also get generated critiques (the slow part)
@@ -143,7 +144,8 @@ class DemoTrainer(PairTrainer):
         safety = self._collator_kwargs()["safety_labels"]
         return DemoCollator(PairCollator(self.model, to_items=response_items, lm_targets="chosen",
                                          safety_labels=safety),
-                            PairCollator(self.model, to_items=critique_items(self.critique), lm_targets="both"))
+                            PairCollator(self.model, to_items=critique_items(self.critique), lm_targets="both",
+                                         verdict_weight=self.config.verdict_weight))
 
     def compute_loss(self, batches: tuple[PairBatch, PairBatch]) -> tuple[torch.Tensor, dict[str, float]]:
         plain, critique = batches
@@ -191,8 +193,8 @@ def _main_stage(model, output: str, recipe: DemoRecipe, *, steps: int, lr: float
     config = TrainConfig(
         output_dir=output, lr=lr, warmup_ratio=recipe.warmup_ratio, batch_size=recipe.batch_size,
         max_steps=steps, seed=data_seed, centering=recipe.centering, lm_weight=recipe.lm_weight,
-        lm_targets="both", safety_weight=recipe.safety_weight, log_every=50, save_dtype=recipe.save_dtype,
-        progress=progress, num_workers=recipe.num_workers,
+        lm_targets="both", verdict_weight=recipe.verdict_weight, safety_weight=recipe.safety_weight, log_every=50,
+        save_dtype=recipe.save_dtype, progress=progress, num_workers=recipe.num_workers,
     )
     trainer = DemoTrainer(model, config, FreshShapePairs(data_seed, recipe.chunk),
                           critique=demo_critique_config(recipe))
@@ -284,6 +286,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="read-out steps of 32 short pairs after the main stage (0: none)")
     parser.add_argument("--refresh-steps", type=int, default=defaults.refresh_steps,
                         help="main-stage steps again after the read-out (0: none)")
+    parser.add_argument("--verdict-weight", type=float, default=defaults.verdict_weight,
+                        help="LM weight of the critiques' verdict token in the main stage and the refresh")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--eval-pairs", type=int, default=defaults.eval_pairs,
                         help="held-out pairs scored as served at the end (0: skip the evaluation)")
@@ -295,8 +299,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     recipe = DemoRecipe(steps=args.max_steps, vision_steps=args.vision_steps, readout_steps=args.readout_steps,
-                        refresh_steps=args.refresh_steps, seed=args.seed, eval_pairs=args.eval_pairs,
-                        eval_critiques=args.eval_critiques, save_dtype=args.save_dtype)
+                        refresh_steps=args.refresh_steps, verdict_weight=args.verdict_weight, seed=args.seed,
+                        eval_pairs=args.eval_pairs, eval_critiques=args.eval_critiques, save_dtype=args.save_dtype)
     report = train_demo(args.output, recipe, progress=not args.no_progress)
     print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=2))
     return 0

@@ -32,7 +32,8 @@ def reward_centering(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tens
     return ((chosen.float() + rejected.float()) ** 2).mean()
 
 
-def lm_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module) -> torch.Tensor:
+def lm_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.nn.Module,
+                     weights: torch.Tensor | None = None) -> torch.Tensor:
     """Next-token cross-entropy on the labelled tokens only (critique / response tokens).
 
     MM-RLHF (Zhang et al., 2025), "MM-RLHF: The Next Step Forward in Multimodal LLM Alignment":
@@ -41,13 +42,19 @@ def lm_cross_entropy(hidden: torch.Tensor, labels: torch.Tensor, lm_head: torch.
     of Yang et al. (2024), "Regularizing Hidden States Enables Learning Generalizable Reward Model
     for LLMs" (GRM). Only labelled positions go through the LM head (vocab-sized logits for the
     prompt would be wasted). hidden: (N, L, H) final hidden states; labels: (N, L), -100 = ignore.
+    weights: (N, L) per-target weights (e.g. a critique's verdict token counted several times), or None;
+    the loss stays a sum over the labelled tokens divided by their number, so a weight of 1 everywhere
+    is the plain mean and a weight above 1 adds emphasis without diluting the other tokens.
     """
     targets = labels[:, 1:]  # token t is predicted at position t - 1
     mask = targets != IGNORE_INDEX  # (N, L-1)
     if not mask.any():
         return hidden.sum() * 0.0  # keeps the graph (and DDP's gradient hooks) intact
     logits = lm_head(hidden[:, :-1][mask])  # (T, V) for the T labelled tokens
-    return F.cross_entropy(logits.float(), targets[mask])
+    if weights is None:
+        return F.cross_entropy(logits.float(), targets[mask])
+    per_token = F.cross_entropy(logits.float(), targets[mask], reduction="none")  # (T,)
+    return (per_token * weights[:, 1:][mask].float()).sum() / mask.sum()
 
 
 def safety_bce(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -200,12 +200,13 @@ class TrainModule(nn.Module):
 
     def forward(self, batch, lm_labels: torch.Tensor | None = None, paired_images: bool = False,
                 reward_at: torch.Tensor | None = None, heads: bool = True,
-                lm_at: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                lm_at: torch.Tensor | None = None, lm_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """``paired_images``: rows [N/2, N) carry the same images as rows [0, N/2) (the two responses of
         each pair), so the vision tower runs on the first half only (Qwen-VL; the output is identical).
         ``reward_at``: (N,) positions where the reward head also reads the hidden state ("reward_at" out).
         ``heads=False``: no head outputs (a generative judge has none). ``lm_at``: (N,) positions whose
-        next-token logits come back as "lm_logits_at" (N, V) (a judge's answer position)."""
+        next-token logits come back as "lm_logits_at" (N, V) (a judge's answer position). ``lm_weights``:
+        (N, L) per-target weights of the LM loss (``losses.lm_cross_entropy``)."""
         rm = self.rm
         base = rm.base_model()
         inputs = dict(batch.model_inputs)
@@ -216,7 +217,7 @@ class TrainModule(nn.Module):
         result = rm.apply_heads(pool_last(hidden, batch.attention_mask)) if heads else {}
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         if lm_labels is not None:
-            result["lm_loss"] = lm_cross_entropy(hidden, lm_labels, rm.backbone.get_output_embeddings())
+            result["lm_loss"] = lm_cross_entropy(hidden, lm_labels, rm.backbone.get_output_embeddings(), lm_weights)
         if reward_at is not None:
             result["reward_at"] = rm.heads["reward"](hidden[rows, reward_at])[:, 0]  # (N,)
         if lm_at is not None:

@@ -33,6 +33,7 @@ class PairBatch:
     margin: torch.Tensor  # (B,)
     ids: list[str]
     lm_labels: torch.Tensor | None = None  # (2B, L) token ids where a response is an LM target, else -100
+    lm_weights: torch.Tensor | None = None  # (2B, L) per-target LM weights (the verdict token), None = all 1
     safety: torch.Tensor | None = None  # (2B, C) 0/1 targets
     safety_mask: torch.Tensor | None = None  # (2B,) 1 where the response has safety labels
     attributes: torch.Tensor | None = None  # (2B, K) regression targets
@@ -54,9 +55,9 @@ class PairBatch:
     def to(self, device) -> PairBatch:
         def move(t):
             return t.to(device) if isinstance(t, torch.Tensor) else t
-        return PairBatch(self.batch.to(device), move(self.margin), self.ids, move(self.lm_labels), move(self.safety),
-                         move(self.safety_mask), move(self.attributes), move(self.attributes_mask),
-                         move(self.prompt_end), move(self.answer_at), move(self.answer))
+        return PairBatch(self.batch.to(device), move(self.margin), self.ids, move(self.lm_labels),
+                         move(self.lm_weights), move(self.safety), move(self.safety_mask), move(self.attributes),
+                         move(self.attributes_mask), move(self.prompt_end), move(self.answer_at), move(self.answer))
 
 
 # ---- what sequence each side of a pair is ------------------------------------------------------------
@@ -95,6 +96,10 @@ class PairCollator:
     lm_targets: which responses are LM targets: "none", "chosen" (an SFT-style regulariser on the
     preferred answer) or "both" (critique training: both reference critiques).
     safety_labels / attribute_names: the model's safety categories and attribute names, in head order.
+    verdict_weight: with lm_targets "both", the LM weight of each pair's verdict token: the first token
+    where its two reference critiques differ ("The image shows a red circle" then ";" for right, ","
+    for "but the response says ..."). A critique's other tokens mostly follow from the ones before;
+    the verdict is the one that needs the comparison, and at weight 1 it is ~1/20 of the loss.
     """
 
     model: object  # RewardModel (encode/collate only; runs in the DataLoader)
@@ -104,6 +109,7 @@ class PairCollator:
     attribute_names: tuple[str, ...] = ()
     skip_bad: bool = False  # drop records that fail here (lazy image decode, too long) and count them
     lm_chosen_in_prompt: bool = False  # critique: also LM targets on the chosen response inside the evaluator turn
+    verdict_weight: float = 1.0
 
     def __post_init__(self):
         self.skipped = 0
@@ -138,6 +144,8 @@ class PairCollator:
         if self.lm_targets != "none":
             rows = len(encoded) if self.lm_targets == "both" else len(records)
             out.lm_labels = response_labels(encoded, batch.input_ids, rows)
+            if self.lm_targets == "both" and self.verdict_weight != 1.0:
+                out.lm_weights = verdict_weights(chosen, rejected, batch.input_ids, self.verdict_weight)
             if self.lm_chosen_in_prompt:
                 tokenizer = self.model.tokenizer
                 for i, rec in enumerate(records):
@@ -166,6 +174,24 @@ def response_labels(encoded, input_ids: torch.Tensor, rows: int) -> torch.Tensor
     for i, item in enumerate(encoded[:rows]):
         labels[i, item.prefix_len:item.num_tokens] = input_ids[i, item.prefix_len:item.num_tokens]
     return labels
+
+
+def verdict_weights(chosen, rejected, input_ids: torch.Tensor, weight: float) -> torch.Tensor:
+    """(2B, L) LM weights: ``weight`` at each pair's verdict token in both rows, 1 elsewhere.
+
+    The verdict is the first token at which the two responses' turns (the reference critiques) differ,
+    counted from each row's own ``prefix_len`` (the prompts differ: each holds its response). A pair
+    whose critiques differ from the first token (no shared description) gets no verdict weight.
+    """
+    weights = torch.ones(input_ids.shape, dtype=torch.float32)
+    n = len(chosen)
+    for i, (c, r) in enumerate(zip(chosen, rejected, strict=True)):
+        a, b = c.input_ids[c.prefix_len:c.num_tokens], r.input_ids[r.prefix_len:r.num_tokens]
+        k = next((j for j, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), None)
+        if k:  # None: one is a prefix of the other; 0: nothing shared to compare against
+            weights[i, c.prefix_len + k] = weight
+            weights[n + i, r.prefix_len + k] = weight
+    return weights
 
 
 def label_span(labels: torch.Tensor, item, span: list[int]) -> None:

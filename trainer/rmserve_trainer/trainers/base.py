@@ -119,12 +119,13 @@ class PairTrainer:
             "lm_targets": self.config.lm_targets if self.config.lm_weight else "none",
             "skip_bad": self.config.skip_bad,
             "lm_chosen_in_prompt": self.config.lm_chosen_in_prompt and bool(self.config.lm_weight),
+            "verdict_weight": self.config.verdict_weight,
         }
 
     # ---- the loss ----------------------------------------------------------------------------------
     def compute_loss(self, pb: PairBatch) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.config
-        out = self.module(pb.batch, lm_labels=pb.lm_labels, paired_images=True,
+        out = self.module(pb.batch, lm_labels=pb.lm_labels, paired_images=True, lm_weights=pb.lm_weights,
                           reward_at=pb.prompt_end if cfg.prompt_bt_weight else None)
         chosen, rejected = pb.chosen(out["reward"]), pb.rejected(out["reward"])  # (B,), (B,)
         bt = losses.bradley_terry(chosen, rejected, pb.margin if cfg.use_margin else None)
