@@ -56,8 +56,11 @@ def test_shipped_demo_on_the_heldout_drawings(demo_model, shipped_report):
 def test_shipped_demo_critiques_name_what_the_image_shows(demo_model, shipped_report):
     # every third of the first 108 pairs: 12 of each hallucination (the set cycles them in runs of 36)
     report = critique_heldout(demo_model, heldout_records(108, seed=0)[::3])
-    shipped = shipped_report["heldout"]["critique"]["grounded"]
-    assert report["grounded"] >= shipped - 0.12, (report["grounded"], shipped)
+    shipped = shipped_report["heldout"]["critique"]
+    assert report["grounded"] >= shipped["grounded"] - 0.12, (report["grounded"], shipped["grounded"])
+    # and the verdicts: the right answer called right and the wrong one wrong (a model that reads the
+    # picture but calls everything right would pass the line above)
+    assert report["verdicts"] >= shipped["verdicts"] - 0.12, (report["verdicts"], shipped["verdicts"])
 
 
 def test_shipped_demo_safety_head_on_fresh_unsafe_requests(demo_model):
