@@ -12,7 +12,8 @@ Here every image samples, independently:
 - rendering: aliased (drawn at 1x) or anti-aliased (drawn at 2-4x, then downsampled);
 - shape geometry: circles slightly elliptic, squares slightly rotated, triangles with the apex moved;
 - colour: a random hue / saturation / value inside the named colour's region (not one RGB per name);
-- background: near-white, near-grey, near-black or a pale tint (never saturated, so never a named colour).
+- background: near-white, grey, near-black, a dark tint or a pale tint (never saturated, so never a
+  named colour; the dark tints taught the model shapes on e.g. dark slate grey, docs/demo-shape-readout.md).
 
 The held-out set (``rmserve_trainer.demo_heldout``) draws with a different code path (PIL's named
 colours, ``regular_polygon``, fixed sizes) and is never used here.
@@ -120,15 +121,18 @@ def sample_rgb(rng: random.Random, colour: str) -> tuple[int, int, int]:
 
 def sample_background(rng: random.Random) -> tuple[int, int, int]:
     kind = rng.random()
-    if kind < 0.35:  # near white
+    if kind < 0.30:  # near white
         v = rng.uniform(0.9, 1.0)
         return tuple(round(255 * min(1.0, v + rng.uniform(-0.03, 0.03))) for _ in range(3))
-    if kind < 0.55:  # grey
+    if kind < 0.45:  # grey
         v = rng.uniform(0.35, 0.85)
         return (round(255 * v),) * 3
-    if kind < 0.7:  # near black
+    if kind < 0.62:  # near black
         v = rng.uniform(0.0, 0.25)
         return (round(255 * v),) * 3
+    if kind < 0.80:  # dark tint: low value, some saturation (darker than every named colour's region)
+        r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.1, 0.4))
+        return round(r * 255), round(g * 255), round(b * 255)
     r, g, b = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.04, 0.18), rng.uniform(0.82, 1.0))  # pale tint
     return round(r * 255), round(g * 255), round(b * 255)
 
