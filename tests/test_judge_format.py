@@ -107,8 +107,10 @@ class _Tokenizer:
     """Single characters and "10" are single tokens; anything longer splits per character."""
 
     def __call__(self, text, add_special_tokens=False):
-        if text == "10" or len(text) == 1:
-            return {"input_ids": [hash(text) % 1000]}
+        if text == "10":
+            return {"input_ids": [1000]}  # not hash(): str hashes change per process, and 2 of 10 could collide
+        if len(text) == 1:
+            return {"input_ids": [ord(text)]}
         return {"input_ids": [ord(c) for c in text]}
 
 
