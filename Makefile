@@ -153,7 +153,7 @@ proto: install
 	$(PY) scripts/gen_proto.py
 
 # make demo   retrain the shipped demo model from scratch into models/demo (deterministic: one thread,
-#             fixed seeds; 4000 vision warm-up, 600 main, 900 read-out and 500 refresh steps, ~14 min on
+#             fixed seeds; 4000 vision warm-up, 600 main, 900 read-out and 500 refresh steps, 11-14 min on
 #             a 2-core Xeon; then the held-out eval into EVAL.md and demo_report.json; see its
 #             cpu_seconds). DEMO_OUT=/tmp/demo to compare instead.
 DEMO_OUT ?= models/demo

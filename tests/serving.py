@@ -23,13 +23,14 @@ def make_app(model: FakeRewardModel | None = None, **config):
     return create_app(ServerConfig(**config), model=model or FakeRewardModel())
 
 
-async def wait_ready(client: httpx.AsyncClient, timeout: float = 10.0) -> None:
+async def wait_ready(client: httpx.AsyncClient, timeout: float = 10.0, status: int = 200) -> None:
+    """Until /readyz answers ``status`` (200: ready; 503: draining after a SIGTERM)."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if (await client.get("/readyz")).status_code == 200:
+        if (await client.get("/readyz")).status_code == status:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("server did not become ready")
+    raise AssertionError(f"/readyz did not answer {status} within {timeout} s")
 
 
 @asynccontextmanager
