@@ -139,3 +139,17 @@ def test_a_failed_preprocessing_leaves_no_entry_and_the_next_request_tries_again
         cache.get_or_compute("k", fail)
     assert cache.get_or_compute("k", lambda: PromptCache.entry([1], {}, None)) == ([1], {}, None)
     assert cache.stats()["misses"] == 2 and cache.get_or_compute("k", fail) == ([1], {}, None)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "llava_onevision"])
+@pytest.mark.parametrize("templated", [True, False])
+def test_text_only_prompts_skip_the_processor_with_the_same_ids(tiny_models, family, templated):
+    """A multimodal family tokenizes a prompt without media with its tokenizer alone (no processor call):
+    the ids are the processor's, special tokens in the text included."""
+    family_ = tiny_models(family).family
+    prompts = ["What is shown?", "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n",
+               "  spaces, émojis 🙂 and\nnewlines\t", "a" * 300]
+    for prompt in prompts:
+        ids, vision = family_.tokenize_prompt(prompt, [], add_special_tokens=not templated)
+        expected = family_.processor(text=[prompt], return_tensors="pt", add_special_tokens=not templated)
+        assert ids == expected["input_ids"][0].tolist() and vision == {}, prompt
