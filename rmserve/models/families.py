@@ -15,6 +15,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ..errors import InvalidInput
 from .pooling import text_position_ids
+from .qwen_pixels import QwenPixels
 from .video_processors import SampledVideoMetadata
 
 
@@ -88,9 +89,9 @@ class TextFamily:
         return self._text_ids(prompt_text, add_special_tokens), {}
 
     def _text_ids(self, prompt_text: str, add_special_tokens: bool) -> list[int]:
-        """A prompt without images or videos: the tokenizer alone. A multimodal processor given no media does
-        exactly this (its placeholders were checked to be absent), after ~0.4 ms of keyword merging and
-        validation per call that a text request would otherwise pay (profiled in bench/README.md)."""
+        """Prompt text (placeholders already expanded, if any) through the tokenizer alone. A multimodal
+        processor does exactly this after its media, and ~0.4 ms of keyword merging and validation per call
+        that a text request would otherwise pay (profiled in bench/README.md)."""
         return list(self.tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def item_positions(self, input_ids: list[int], vision: dict, prefix: dict | None = None) -> dict:
@@ -125,12 +126,22 @@ class QwenVLFamily(TextFamily):
         self.image_token_ids = (cfg.image_token_id, cfg.video_token_id, cfg.vision_start_token_id,
                                 getattr(cfg, "vision_end_token_id", -1))
         self._vision_ids = frozenset(self.image_token_ids)
+        self.pixels = QwenPixels.from_processor(processor.image_processor)  # None: the processor does it all
 
     def tokenize_prompt(self, prompt_text, images, add_special_tokens, videos=()):
         _check_placeholders(prompt_text, self.processor.image_token, len(images), "image")
         _check_placeholders(prompt_text, self.processor.video_token, len(videos), "video")
         if not images and not videos:
             return self._text_ids(prompt_text, add_special_tokens), {}
+        if not videos and self.pixels is not None and self.pixels.covers(images):
+            try:
+                vision = self.pixels.images(images)
+            except ValueError:
+                pass  # a shape the processor refuses: its path below names the image
+            else:
+                grid = vision["image_grid_thw"]
+                text = self.pixels.expand_placeholders(prompt_text, self.processor.image_token, grid)
+                return self._text_ids(text, add_special_tokens), vision
         out = process_images(self.processor, images or None, text=[prompt_text], return_tensors="pt",
                              add_special_tokens=add_special_tokens, **_video_inputs(list(videos)))
         vision = {}
