@@ -25,13 +25,15 @@ def placeholders(family, n: int) -> str:
     return "".join(f"Picture {k}: <|vision_start|>{pad}<|vision_end|> " for k in range(n)) + "What is shown?"
 
 
-def test_the_tiny_and_bench_processors_take_the_fast_path(tiny_models):
-    assert tiny_models("qwen2_5_vl").family.pixels is not None
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen2_vl"])
+def test_both_qwen_vl_families_take_the_fast_path(tiny_models, family):
+    assert tiny_models(family).family.pixels is not None
 
 
+@pytest.mark.parametrize("family_name", ["qwen2_5_vl", "qwen2_vl"])
 @pytest.mark.parametrize("size", SIZES)
-def test_pixels_grid_and_ids_are_the_processors_bit_for_bit(tiny_models, size):
-    family = tiny_models("qwen2_5_vl").family
+def test_pixels_grid_and_ids_are_the_processors_bit_for_bit(tiny_models, family_name, size):
+    family = tiny_models(family_name).family
     image = random_image(*size, seed=sum(size))
     prompt = placeholders(family, 1)
     ids, vision = family.tokenize_prompt(prompt, [image], add_special_tokens=False)
