@@ -275,3 +275,14 @@ def test_forward_busy_reports_a_row_per_round_from_a_real_server(capsys):
         rate, busy, ms = float(row[2]), float(row[4]), float(row[5])
         assert rate > 0 and 0 < busy <= 1.0 and ms > 0
         assert float(row[6].split(",")[0]) > 0  # the busiest thread did work
+
+
+def test_contention_measures_the_ceiling_alone_and_beside_both_burners(capsys):
+    from bench.contention import main
+
+    assert main(["--preset", "tiny", "--responses", "16", "--rounds", "1", "--threads", "1"]) == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| alone") or line.startswith("| burner")}
+    assert list(rows) == ["alone", "burner thread", "burner process"]
+    assert all(float(r[2]) > 0 for r in rows.values())
+    assert rows["alone"][3].strip() == "+0.0%"
