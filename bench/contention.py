@@ -20,7 +20,7 @@ import statistics
 import threading
 import time
 
-from .ceiling import _batches, encode_workload
+from .ceiling import encode_workload, run_ceiling
 from .model import MODELS, ensure_model
 from .run import PRESETS
 from .workloads import WorkloadFactory
@@ -52,14 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     model = load_reward_model(ensure_model(MODELS[PRESETS[args.preset].model]))
     groups = encode_workload(model, WorkloadFactory(model.tokenizer).build("text", args.responses, seed=1))
-    flat = [it for g in groups for it in g]
-    batches = _batches(groups, 8, False)
 
     def rate() -> float:
-        start = time.perf_counter()
-        for idx in batches:
-            model.score_batch([flat[i] for i in idx])
-        return len(flat) / (time.perf_counter() - start)
+        return run_ceiling(model, groups, 8, warmup=False).responses_per_s
 
     rate()  # warm-up: first calls at new shapes pay one-off costs
     burst, period = args.burst_ms / 1000, args.period_ms / 1000
@@ -81,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop.set()
                 burner.join()
     alone = statistics.median(rates["alone"])
-    print(f"text ceiling batches (batch 8), {len(flat)} responses, {args.threads} torch threads; burner: "
+    print(f"text ceiling batches (batch 8), {args.responses} responses, {args.threads} torch threads; burner: "
           f"{args.burst_ms} ms every {args.period_ms} ms = {share:.1%} of the machine's CPU\n")
     print("| mode | responses/s (rounds) | median | cost vs alone |\n|---|---|---:|---:|")
     for mode in modes:

@@ -133,15 +133,8 @@ class QwenVLFamily(TextFamily):
         _check_placeholders(prompt_text, self.processor.video_token, len(videos), "video")
         if not images and not videos:
             return self._text_ids(prompt_text, add_special_tokens), {}
-        if not videos and self.pixels is not None and self.pixels.covers(images):
-            try:
-                vision = self.pixels.images(images)
-            except ValueError:
-                pass  # a shape the processor refuses: its path below names the image
-            else:
-                grid = vision["image_grid_thw"]
-                text = self.pixels.expand_placeholders(prompt_text, self.processor.image_token, grid)
-                return self._text_ids(text, add_special_tokens), vision
+        if not videos and (inputs := self._inputs_without_processor(prompt_text, images, add_special_tokens)):
+            return inputs
         out = process_images(self.processor, images or None, text=[prompt_text], return_tensors="pt",
                              add_special_tokens=add_special_tokens, **_video_inputs(list(videos)))
         vision = {}
@@ -153,6 +146,18 @@ class QwenVLFamily(TextFamily):
             if "second_per_grid_ts" in out:  # Qwen2.5-VL: temporal positions follow the sampled frame rate
                 vision["second_per_grid_ts"] = torch.as_tensor(out["second_per_grid_ts"], dtype=torch.float32)
         return out["input_ids"][0].tolist(), vision
+
+    def _inputs_without_processor(self, prompt_text, images, add_special_tokens) -> tuple[list[int], dict] | None:
+        """Ids and pixels from ``QwenPixels`` (the processor's, bit for bit); None where the processor must run:
+        images it does not cover, or a shape the processor refuses (its path names the image)."""
+        if self.pixels is None or not self.pixels.covers(images):
+            return None
+        try:
+            vision = self.pixels.images(images)
+        except ValueError:
+            return None
+        text = self.pixels.expand_placeholders(prompt_text, self.processor.image_token, vision["image_grid_thw"])
+        return self._text_ids(text, add_special_tokens), vision
 
     def split_images(self, vision):
         if "pixel_values" not in vision:

@@ -84,15 +84,9 @@ class QwenPixels:
 
     def expand_placeholders(self, text: str, image_token: str, grid_thw: torch.Tensor) -> str:
         """Each image placeholder repeated once per merged patch, in order (the processor's text rewrite)."""
-        parts = text.split(image_token)
+        first, *rest = text.split(image_token)  # as many placeholders as images: _check_placeholders ran first
         counts = (grid_thw.prod(-1) // (self.merge_size ** 2)).tolist()
-        if len(parts) != len(counts) + 1:  # _check_placeholders ran first: unreachable but never silent
-            raise ValueError(f"{len(parts) - 1} image placeholders for {len(counts)} images")
-        out = [parts[0]]
-        for count, rest in zip(counts, parts[1:], strict=True):
-            out.append(image_token * count)
-            out.append(rest)
-        return "".join(out)
+        return first + "".join(image_token * count + tail for count, tail in zip(counts, rest, strict=True))
 
 
 __all__ = ["QwenPixels", "SUPPORTED_PROCESSORS"]
