@@ -286,3 +286,12 @@ def test_contention_measures_the_ceiling_alone_and_beside_both_burners(capsys):
     assert list(rows) == ["alone", "burner thread", "burner process"]
     assert all(float(r[2]) > 0 for r in rows.values())
     assert rows["alone"][3].strip() == "+0.0%"
+
+
+def test_encode_cost_reports_a_row_per_workload(capsys):
+    from bench.encode_cost import main
+
+    assert main(["--preset", "tiny", "--workloads", "text,image", "--items", "8"]) == 0
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
+            if line.startswith("| text") or line.startswith("| image")]
+    assert [r[0].strip() for r in rows] == ["text", "image"] and all(float(r[1]) > 0 for r in rows)
