@@ -90,8 +90,8 @@ class TextFamily:
 
     def _text_ids(self, prompt_text: str, add_special_tokens: bool) -> list[int]:
         """Prompt text (placeholders already expanded, if any) through the tokenizer alone. A multimodal
-        processor does exactly this after its media, and ~0.4 ms of keyword merging and validation per call
-        that a text request would otherwise pay (profiled in bench/README.md)."""
+        processor does exactly this after its media, and ~0.3 ms of keyword merging and validation per call
+        that a text request would otherwise pay (`python -m bench.encode_cost`)."""
         return list(self.tokenizer(prompt_text, add_special_tokens=add_special_tokens)["input_ids"])
 
     def item_positions(self, input_ids: list[int], vision: dict, prefix: dict | None = None) -> dict:
