@@ -13,8 +13,9 @@ encode to exactly those ids, the others the ids):
 Workloads: ``text`` (single samples, one per request) and ``grpo_text`` (G responses sharing a prompt, a
 group's requests sent together), each with prefix caching on and off (vLLM's ``enable_prefix_caching``;
 rmserve-hf and the ceiling: ``--share-prefix``). Load: ``--concurrency`` requests in flight (bench/client.py).
-Every vLLM engine gets equal settings (dtype, context length, prefix caching, eager mode, the KV cache of
-VLLM_CPU_KVCACHE_SPACE, vLLM's default OpenMP binding); the configurations run back to back in this one
+Every vLLM engine gets equal settings (dtype, context length, prefix caching, eager mode, the step budget of
+``--max-num-batched-tokens``/``--max-num-seqs``, the KV cache of VLLM_CPU_KVCACHE_SPACE, vLLM's default
+OpenMP binding); the configurations run back to back in this one
 invocation, so ratios within a run compare like with like on a shared machine.
 Results: ``OUT/results.json`` and ``OUT/results.md``.
 """
@@ -70,7 +71,8 @@ class Compare:
     # ── engine settings shared by every vLLM system ───────────────────────────────────────────
     def engine_settings(self, prefix: bool) -> dict:
         return {"dtype": "float32", "max_model_len": self.encoder.max_length, "enable_prefix_caching": prefix,
-                "enforce_eager": self.args.enforce_eager}
+                "enforce_eager": self.args.enforce_eager, "max_num_batched_tokens": self.args.max_num_batched_tokens,
+                "max_num_seqs": self.args.max_num_seqs}
 
     def vllm_env(self) -> dict[str, str]:
         return {**thread_env(self.args.threads), "VLLM_CPU_KVCACHE_SPACE": str(self.args.kv_cache_gib),
@@ -90,6 +92,8 @@ class Compare:
                     "--dtype", "float32", "--max-model-len", str(self.encoder.max_length),
                     "--enable-prefix-caching" if prefix else "--no-enable-prefix-caching"]
             argv += ["--enforce-eager"] if self.args.enforce_eager else []
+            argv += ["--max-num-batched-tokens", str(self.args.max_num_batched_tokens),
+                     "--max-num-seqs", str(self.args.max_num_seqs)]
             # rmserve's keep-alive (75 s) instead of vLLM's 5 s: a GRPO group waits for 8 free slots, and a
             # connection idle that long would be closed under the client's next request.
             env = {**self.vllm_env(), "VLLM_HTTP_TIMEOUT_KEEP_ALIVE": "75"}
@@ -102,6 +106,8 @@ class Compare:
         argv += ["--backend", "vllm", "--dispatch", "batch" if system == "rmserve-vllm-batch" else "per_item",
                  "--vllm-enable-prefix-caching" if prefix else "--no-vllm-enable-prefix-caching"]
         argv += ["--vllm-enforce-eager"] if self.args.enforce_eager else []
+        argv += ["--vllm-max-num-batched-tokens", str(self.args.max_num_batched_tokens),
+                 "--vllm-max-num-seqs", str(self.args.max_num_seqs)]
         return ServerProcess(system, argv, log_path, env=self.vllm_env())
 
     async def load_vllm_server(self, url: str, groups: list[list[list[int]]]):
@@ -287,6 +293,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--kv-cache-gib", type=int, default=1, help="VLLM_CPU_KVCACHE_SPACE per engine")
     parser.add_argument("--enforce-eager", action=argparse.BooleanOptionalAction, default=True,
                         help="vLLM without torch.compile, for every vLLM system alike (default: on)")
+    # Set for every vLLM system alike: left to vLLM, its OpenAI server takes half the CPU step budget of
+    # its LLM class (2048 tokens and 128 seqs vs 4096 and 256), so offline ran bigger steps than the servers.
+    parser.add_argument("--max-num-batched-tokens", type=int, default=4096,
+                        help="vLLM tokens per engine step, every vLLM system (default: 4096, LLM's CPU default)")
+    parser.add_argument("--max-num-seqs", type=int, default=256,
+                        help="vLLM sequences per engine step, every vLLM system (default: 256, LLM's CPU default)")
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32],
                         help="the ceiling's batch sizes (default: 1,8,32)")
     parser.add_argument("--systems", type=lambda s: s.split(","), default=list(SYSTEMS))

@@ -51,7 +51,10 @@ def write_report(results: dict) -> str:
         f"request; `grpo_text`: groups of {s['group_size']} responses to one prompt, sent together. The same token "
         "ids everywhere: rmserve encodes the texts; vLLM server and offline get those ids.",
         f"- vLLM engines (all alike): dtype {engine['dtype']}, max_model_len {engine['max_model_len']}, "
-        f"enforce_eager {engine['enforce_eager']}, VLLM_CPU_KVCACHE_SPACE={engine['VLLM_CPU_KVCACHE_SPACE']} GiB, "
+        f"enforce_eager {engine['enforce_eager']}, "
+        f"step budget {engine.get('max_num_batched_tokens', 'vLLM default')} tokens / "
+        f"{engine.get('max_num_seqs', 'vLLM default')} seqs, "
+        f"VLLM_CPU_KVCACHE_SPACE={engine['VLLM_CPU_KVCACHE_SPACE']} GiB, "
         "prefix caching per row; vLLM's default CPU thread binding (VLLM_CPU_OMP_THREADS_BIND=auto): its worker "
         "binds one OpenMP thread to one core and reserves the other core for the engine and the frontend. "
         f"transformers (rmserve-hf, hf-ceiling): {s['threads']} torch threads.",

@@ -68,6 +68,10 @@ class ServerConfig:
     # Exact with last-token pooling; runs a GRPO group's shared prompt once (vLLM's --share-prefix).
     vllm_enable_prefix_caching: bool = _opt(True, "vllm backend: reuse the KV cache of shared prompt prefixes")
     vllm_enforce_eager: bool = _opt(False, "vllm backend: no torch.compile / CUDA graphs (faster start, slower)")
+    vllm_max_num_batched_tokens: int | None = _opt(
+        None, "vllm backend: tokens per engine step (default: vLLM's offline default for the device)")
+    vllm_max_num_seqs: int | None = _opt(
+        None, "vllm backend: sequences per engine step (default: vLLM's offline default for the device)")
     max_batch_size: int = _opt(32, "most items in one forward pass")
     # Padded token slots (longest item x batch size) per forward; must cover the model's max_length.
     max_batch_tokens: int = _opt(16384, "padded-token budget of one forward pass")
@@ -303,6 +307,8 @@ class ServerConfig:
                 max_model_len=self.vllm_max_model_len,
                 enable_prefix_caching=self.vllm_enable_prefix_caching,
                 enforce_eager=self.vllm_enforce_eager,
+                max_num_batched_tokens=self.vllm_max_num_batched_tokens,
+                max_num_seqs=self.vllm_max_num_seqs,
             )
         except ValueError as exc:
             raise ValueError(f"{exc}; check --dtype and the --vllm-* flags") from None

@@ -263,6 +263,30 @@ def test_the_vllm_comparison_judges_its_goals_and_compares_rewards():
     assert diffs["vllm-server"] is None  # states only: no reward to compare
 
 
+def test_every_vllm_system_gets_the_same_step_budget(tmp_path):
+    """vLLM's defaults differ by caller (its server: half the tokens of its LLM class on CPU), so the
+    comparison sets them for all: the server's flags, rmserve's --vllm-* flags and the offline LLM's kwargs."""
+    from types import SimpleNamespace
+
+    from bench.vllm_compare import Compare, parse_args
+
+    compare = object.__new__(Compare)
+    compare.args = parse_args(["--max-num-batched-tokens", "3000", "--max-num-seqs", "77"])
+    compare.model_dir, compare.log_dir, compare.encoder = str(tmp_path), str(tmp_path), SimpleNamespace(max_length=64)
+    engine = compare.engine_settings(True)
+    assert (engine["max_num_batched_tokens"], engine["max_num_seqs"]) == (3000, 77)
+
+    def flag(argv, name):
+        return argv[argv.index(name) + 1]
+
+    server = compare.server("vllm-server", True).argv
+    assert (flag(server, "--max-num-batched-tokens"), flag(server, "--max-num-seqs")) == ("3000", "77")
+    for system in ("rmserve-vllm", "rmserve-vllm-batch"):
+        argv = compare.server(system, True).argv
+        assert (flag(argv, "--vllm-max-num-batched-tokens"), flag(argv, "--vllm-max-num-seqs")) == ("3000", "77")
+    assert parse_args([]).max_num_batched_tokens == 4096 and parse_args([]).max_num_seqs == 256
+
+
 def test_forward_busy_reports_a_row_per_round_from_a_real_server(capsys):
     from bench.forward_busy import main
 

@@ -56,6 +56,19 @@ def test_backend_settings_from_flags_env_and_validation():
     with pytest.raises(ValueError, match="tensor_parallel_size"):
         ServerConfig(backend="vllm", vllm_tensor_parallel_size=0)
     ServerConfig(vllm_gpu_memory_utilization=0)  # only checked when the vllm backend is chosen
+    for name in ("max_num_batched_tokens", "max_num_seqs"):
+        with pytest.raises(ValueError, match=f"vllm {name} must be >= 1"):
+            ServerConfig(backend="vllm", **{f"vllm_{name}": 0})
+
+
+def test_step_budget_reaches_the_engine_only_when_set():
+    """Unset, vLLM picks the step budget (AsyncPooler asks for its offline defaults); set, it is passed on."""
+    assert "max_num_batched_tokens" not in VllmSettings().engine_kwargs()
+    assert "max_num_seqs" not in VllmSettings().engine_kwargs()
+    config = load_config({"backend": "vllm", "vllm_max_num_batched_tokens": 4096},
+                         env={"RMSERVE_VLLM_MAX_NUM_SEQS": "256"})
+    kwargs = config.vllm_settings().engine_kwargs(share=0.5)
+    assert (kwargs["max_num_batched_tokens"], kwargs["max_num_seqs"]) == (4096, 256)
     assert ServerConfig(backend="vllm").engine_config().dispatch == "auto"  # per_item: the model schedules
     assert load_config({"backend": "vllm", "dispatch": "batch"}).engine_config().dispatch == "batch"
 

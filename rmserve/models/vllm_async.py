@@ -47,9 +47,15 @@ class AsyncPooler:
     @staticmethod
     async def _create(engine_args: dict[str, Any]):
         from vllm import AsyncEngineArgs
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args))
+        # The step budget defaults of vLLM's offline LLM class, not those of an engine context or of its
+        # OpenAI server (on CPU half the tokens and seqs, on GPUs a half to a quarter of the tokens): the server's
+        # smaller steps keep a generating stream's inter-token latency short, and pooling has no decode
+        # steps to protect. Every pooling request is one prefill, so bigger steps are fewer, fuller steps.
+        # --vllm-max-num-batched-tokens / --vllm-max-num-seqs override it (bench.vllm_compare sets both).
+        return AsyncLLM.from_engine_args(AsyncEngineArgs(**engine_args), usage_context=UsageContext.LLM_CLASS)
 
     @property
     def model_config(self):

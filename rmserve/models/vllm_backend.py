@@ -86,6 +86,10 @@ class VllmSettings:
     max_model_len: int | None = None  # None: the checkpoint's max_length
     enable_prefix_caching: bool = True  # correct with LAST pooling; shares GRPO groups' prompt KV
     enforce_eager: bool = False  # skip torch.compile / CUDA graphs: faster start, slower steps
+    # Tokens and sequences per engine step. None: vLLM's defaults for its offline ``LLM`` class, which
+    # AsyncPooler asks for (vllm_async.py); vLLM's own server defaults to half the tokens on CPU.
+    max_num_batched_tokens: int | None = None
+    max_num_seqs: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in VLLM_DTYPES:
@@ -96,6 +100,9 @@ class VllmSettings:
             raise ValueError("vllm gpu_memory_utilization must be in (0, 1]")
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError("vllm max_model_len must be >= 2 (or unset: the model's max_length)")
+        for name in ("max_num_batched_tokens", "max_num_seqs"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"vllm {name} must be >= 1 (or unset: vLLM's default)")
 
     def engine_kwargs(self, *, share: float = 1.0) -> dict[str, Any]:
         return {
@@ -103,6 +110,8 @@ class VllmSettings:
             "gpu_memory_utilization": self.gpu_memory_utilization * share,
             "enable_prefix_caching": self.enable_prefix_caching, "enforce_eager": self.enforce_eager,
             "max_model_len": self.max_model_len,
+            **{name: value for name in ("max_num_batched_tokens", "max_num_seqs")
+               if (value := getattr(self, name)) is not None},
         }
 
 

@@ -103,6 +103,19 @@ def test_cancelled_items_are_aborted_in_vllm(hf_models, vllm_models):
     assert abs(got.reward - hf.score([ITEMS[1]])[0].reward) <= TOLERANCE  # the engine carries on
 
 
+def test_pooling_engine_takes_vllms_offline_step_budget(vllm_models):
+    """Unset, the step budget is the one vLLM gives its offline LLM class, not its server's (half of it on
+    CPU): every pooling request is one prefill, so fuller steps are pure throughput (bench/README.md)."""
+    from vllm.engine.arg_utils import EngineArgs
+    from vllm.usage.usage_lib import UsageContext
+
+    tokens, seqs = EngineArgs.get_batch_defaults(world_size=1)
+    scheduler = vllm_models["rm"].pooler.engine.vllm_config.scheduler_config
+    assert (scheduler.max_num_batched_tokens, scheduler.max_num_seqs) == (
+        tokens[UsageContext.LLM_CLASS], seqs[UsageContext.LLM_CLASS])
+    assert tokens[UsageContext.LLM_CLASS] > tokens[UsageContext.OPENAI_API_SERVER]  # what this test tells apart
+
+
 def test_hidden_states_are_the_backbones_last_token_states(hf_models, vllm_models):
     hf, vm = hf_models["rm"], vllm_models["rm"]
     encoded = [hf.encode(item) for item in ITEMS]
