@@ -47,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from rmserve.host_memory import retain_freed_memory
     from rmserve.models import load_reward_model
 
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as `rmserve serve` does (on by default)
     model = load_reward_model(ensure_model(MODELS[PRESETS[args.preset].model]))
     groups = encode_workload(model, WorkloadFactory(model.tokenizer).build("text", args.responses, seed=1))
 

@@ -358,6 +358,7 @@ class Bench:
     def run(self) -> dict:
         import torch
 
+        from rmserve.host_memory import retain_freed_memory
         from rmserve.models import load_reward_model
 
         from .model import describe
@@ -368,6 +369,7 @@ class Bench:
         self.model_dir = os.path.abspath(self.args.model_dir) if self.args.model_dir else ensure_model(dims)
         threads_before = torch.get_num_threads()
         torch.set_num_threads(self.args.threads)
+        retain_freed_memory()  # as `rmserve serve` does by default: the ceiling runs on the same allocator
         try:
             self.model = load_reward_model(self.model_dir, device=self.args.device, dtype=self.args.dtype)
             self.factory = WorkloadFactory(self.model.tokenizer, group_size=self.args.group_size,

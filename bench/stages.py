@@ -34,9 +34,11 @@ def per_request_ms(fn, xs) -> tuple[float, list]:
 def measure(model_dir: str, responses: int, group_size: int, batch_size: int) -> list[tuple[str, float]]:
     import torch
 
+    from rmserve.host_memory import retain_freed_memory
     from rmserve.models import load_reward_model
 
     torch.set_num_threads(1)
+    retain_freed_memory()  # as `rmserve serve` does (on by default)
     model = load_reward_model(model_dir, device="cpu", dtype="float32")
     model.configure_serving(ServingOptions(share_prefix=True, vision_cache_bytes=64 << 20,
                                            prompt_cache_bytes=64 << 20))

@@ -167,9 +167,11 @@ class Compare:
     def run_ceiling(self, prefix: bool) -> None:
         import torch
 
+        from rmserve.host_memory import retain_freed_memory
         from rmserve.models import load_reward_model
 
         torch.set_num_threads(self.args.threads)
+        retain_freed_memory()  # as `rmserve serve` does (on by default)
         model = load_reward_model(self.model_dir)
         for name, work in self.workloads.items():
             share = prefix and name == "grpo_text"

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,15 @@ def configure_logging(level: str, fmt: str = "text") -> None:
     from rmserve.server.logs import configure_logging as configure
 
     configure(level, fmt)
+
+
+def retain_host_memory() -> None:
+    """Forwards reuse the memory they free (rmserve/host_memory.py); said in the log."""
+    from rmserve.host_memory import retain_freed_memory
+
+    applied = retain_freed_memory()
+    log = logging.getLogger("rmserve")
+    log.info("host memory: freed memory kept for reuse (%s)", applied or "not glibc: unchanged")
 
 
 # ── serve ──────────────────────────────────────────────────────────────────────────────────────
@@ -66,6 +76,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"rmserve serve: {exc}", file=sys.stderr)
         return 2
     configure_logging(config.log_level, config.log_format)
+    if config.retain_host_memory:
+        retain_host_memory()
 
     # Looked up here, not bound at import: tests (tests/ops_server.py) wrap the server's one loader.
     app = create_app(config, model_factory=loading.load_model_from_config, freeze_gc=True)
@@ -79,6 +91,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from rmserve.server import loading
 
     configure_logging(args.log_level)
+    retain_host_memory()
     returns = [r.strip() for r in args.return_.split(",") if r.strip()]
     model = loading.load_model_from_config(ServerConfig(model=args.model, device=args.device, dtype=args.dtype))
     loading.warn_if_untrained(model.info)

@@ -110,6 +110,9 @@ class ServerConfig:
     max_body_bytes: int = _opt(64 * 1024 * 1024, "largest request body; larger -> 413")
     # Image decode + tokenization threads. Both release the GIL for most of their work.
     preprocess_workers: int = _opt(min(4, os.cpu_count() or 1), "threads for image decoding and tokenization")
+    # glibc malloc keeps what a forward frees for the next one instead of returning it to the kernel and
+    # page-faulting it back (rmserve/host_memory.py), at the cost of RSS staying at its peak.
+    retain_host_memory: bool = _opt(True, "keep freed host memory for reuse (glibc mallopt): no page faults per call")
     # Decoded RGB bytes kept for re-sent / referenced images (GRPO groups repeat one image G times).
     image_cache_mb: int = _opt(256, "decoded-image cache size in MiB (0 disables it)")
     # GRPO groups (responses to one prompt+images queued together) run the prompt once, then the
