@@ -56,17 +56,26 @@ STAGES = [
 IDLE_LEAVES = ("EpollSelector.select", "Condition.wait", "_worker (concurrent/futures/thread.py:81)")
 
 
-def thread_cpu(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
+def _thread_stats(pid: int) -> dict[int, list[str]]:
+    """``/proc/PID/task/TID/stat`` fields after the command name, by thread id (threads that ended are skipped)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                out[int(tid)] = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        out[int(tid)] = (int(fields[11]) + int(fields[12])) / _TICK
     return out
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds (user + system) of each thread of ``pid``, by thread id."""
+    return {tid: (int(f[11]) + int(f[12])) / _TICK for tid, f in _thread_stats(pid).items()}
+
+
+def thread_minor_faults(pid: int) -> dict[int, int]:
+    """Minor page faults of each thread of ``pid``: pages the kernel had to map (and zero) on first touch."""
+    return {tid: int(f[7]) for tid, f in _thread_stats(pid).items()}
 
 
 def thread_names(pid: int) -> dict[int, str]:

@@ -12,6 +12,8 @@ built once under bench/.cache; ``--model-dir`` for another), torch threads = all
   and the only way up is a faster forward;
 - the forward's cost per response (batch seconds / responses), to set beside the in-process ceiling's
   (``make bench``'s "one batch" column divided by its batch size);
+- minor page faults per response, all threads (``/proc/PID/task/*/stat``): memory the kernel had to map
+  and zero again, e.g. a forward's freed activations with ``--no-retain-host-memory`` (rmserve/host_memory.py);
 - CPU cores used by each thread of the server (``/proc/PID/task/*/stat``), busiest first: the worker and
   the intra-op (OpenMP) threads it drives are the forward; everything else (event loop, preprocessing
   pool, batcher) is the serving overhead, measured where it runs.
@@ -28,7 +30,7 @@ import os
 import time
 
 from .client import drive
-from .cpu_profile import thread_cpu
+from .cpu_profile import thread_cpu, thread_minor_faults
 from .floor import rmserve_argv
 from .model import MODELS, ensure_model
 from .run import PRESETS, metric_delta, scrape_metrics
@@ -38,10 +40,12 @@ from .workloads import WORKLOADS, WorkloadFactory
 
 def measure_round(server: ServerProcess, bodies: list[list[bytes]], concurrency: int) -> dict:
     """One load: rate, the worker's busy share (batch seconds / wall) and each thread's cores."""
+    faults0 = sum(thread_minor_faults(server.pid).values())
     m0, cpu0, t0 = scrape_metrics(server.url), thread_cpu(server.pid), time.perf_counter()
     result = asyncio.run(drive(server.url, bodies, concurrency=concurrency))
     wall = time.perf_counter() - t0
     m1, cpu1 = scrape_metrics(server.url), thread_cpu(server.pid)
+    faults1 = sum(thread_minor_faults(server.pid).values())
     n = sum(len(g) for g in bodies)
     batches = metric_delta(m0, m1, "rmserve_batch_size_count")
     batch_s = metric_delta(m0, m1, "rmserve_batch_duration_seconds_sum")
@@ -49,6 +53,7 @@ def measure_round(server: ServerProcess, bodies: list[list[bytes]], concurrency:
     return {"responses": n, "errors": len(result.errors), "responses_per_s": n / wall, "batches": batches,
             "mean_batch": metric_delta(m0, m1, "rmserve_batch_size_sum") / max(batches, 1),
             "forward_busy": batch_s / wall, "forward_ms_per_response": batch_s / n * 1000,
+            "page_faults_per_response": (faults1 - faults0) / n,
             "thread_cores": [round(c, 3) for _, c in cores if c >= 0.005]}
 
 
@@ -71,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
                            env=thread_env(args.threads)).start()
     print(f"model {model_dir}, {args.threads} torch threads, {args.concurrency} in flight, server pid {server.pid}")
     print("| workload | round | responses/s | mean batch | forward busy | forward ms/response | "
-          "cores per thread, busiest first |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+          "page faults/response | cores per thread, busiest first |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     try:
         for name in [w.strip() for w in args.workloads.split(",") if w.strip()]:
             asyncio.run(drive(server.url, factory.build(name, 64, seed=99).bodies(), concurrency=args.concurrency))
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{name}: {row['errors']} requests failed")
                 print(f"| {name} | {k + 1} | {row['responses_per_s']:.2f} | {row['mean_batch']:.1f} | "
                       f"{row['forward_busy']:.3f} | {row['forward_ms_per_response']:.1f} | "
+                      f"{row['page_faults_per_response']:.0f} | "
                       f"{', '.join(f'{c:.2f}' for c in row['thread_cores'])} |", flush=True)
     finally:
         server.stop()

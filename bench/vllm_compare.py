@@ -15,8 +15,8 @@ group's requests sent together), each with prefix caching on and off (vLLM's ``e
 rmserve-hf and the ceiling: ``--share-prefix``). Load: ``--concurrency`` requests in flight (bench/client.py).
 Every vLLM engine gets equal settings (dtype, context length, prefix caching, eager mode, the step budget of
 ``--max-num-batched-tokens``/``--max-num-seqs``, the KV cache of VLLM_CPU_KVCACHE_SPACE, vLLM's default
-OpenMP binding); the configurations run back to back in this one
-invocation, so ratios within a run compare like with like on a shared machine.
+OpenMP binding); the configurations run back to back in this one invocation, so ratios within a run compare
+like with like on a shared machine.
 Results: ``OUT/results.json`` and ``OUT/results.md``.
 """
 

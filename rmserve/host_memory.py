@@ -3,8 +3,10 @@
 A forward call allocates and frees tens of MB of activations. With glibc's defaults much of that goes back
 to the kernel after every call: big blocks are mmap'd and unmapped, the heap top is trimmed, and a
 thread's arena drops whole heaps. The next call then touches fresh pages, and the kernel zeroes every one
-of them. Measured on the bench's text model (a 2-core Xeon): ~4,300 minor page faults per response on
-each of the forward's two threads in ``rmserve serve``. Run from a thread other than the main one, as the
+of them. Measured on the bench's text model (a 2-core Xeon): 250-4,300 minor page faults per response on
+each of the forward's two threads in ``rmserve serve``, varying from one start to the next (glibc adapts its
+thresholds to the allocation history); ``python -m bench.forward_busy --workloads text
+--server-arg=--no-retain-host-memory`` prints them. Run from a thread other than the main one, as the
 server's worker is, the in-process ceiling did 22.3 responses/s with ~11,000 faults per response and
 29.3 with none once these settings were on (bench/README.md, "Page faults").
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import os
 import sys
 import threading
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from bench.cpu_profile import stage_shares, thread_cpu
+from bench.cpu_profile import stage_shares, thread_cpu, thread_minor_faults
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -24,6 +25,17 @@ def test_thread_cpu_charges_the_thread_that_burned_it():
     assert tid in before and after[tid] - before[tid] >= 0.1
     others = sum(after.get(t, 0) - v for t, v in before.items() if t != tid)
     assert others < after[tid] - before[tid]
+
+
+def test_thread_minor_faults_count_the_pages_this_thread_touched_first():
+    tid = threading.get_native_id()
+    before = thread_minor_faults(os.getpid())
+    fresh = mmap.mmap(-1, 16 << 20)  # new anonymous pages (malloc could hand back memory already mapped)
+    for offset in range(0, len(fresh), 4096):
+        fresh[offset] = 1  # first touch of each 4 KiB page: a minor fault in this thread
+    after = thread_minor_faults(os.getpid())
+    fresh.close()
+    assert after[tid] - before[tid] >= 1000
 
 
 def test_stage_shares_use_the_innermost_known_frame_and_drop_idle_threads(tmp_path):
