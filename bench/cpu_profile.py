@@ -78,6 +78,18 @@ def thread_minor_faults(pid: int) -> dict[int, int]:
     return {tid: int(f[7]) for tid, f in _thread_stats(pid).items()}
 
 
+def thread_sleeps(pid: int) -> dict[int, int]:
+    """Voluntary context switches of each thread of ``pid``: times it blocked (a futex, a lock, I/O)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                out[int(tid)] = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
+        except (OSError, StopIteration):
+            continue
+    return out
+
+
 def thread_names(pid: int) -> dict[int, str]:
     """Python thread names by OS thread id (py-spy dump), pool threads folded into their pool's name."""
     spy = shutil.which("py-spy")

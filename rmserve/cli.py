@@ -93,7 +93,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     retain_host_memory()
     returns = [r.strip() for r in args.return_.split(",") if r.strip()]
-    model = loading.load_model_from_config(ServerConfig(model=args.model, device=args.device, dtype=args.dtype))
+    config = ServerConfig(model=args.model, device=args.device, dtype=args.dtype)
+    model = loading.run_in_passing_thread(loading.load_model_from_config, config)  # why: its docstring
     loading.warn_if_untrained(model.info)
     ok, failed = asyncio.run(
         score_file(

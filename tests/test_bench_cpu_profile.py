@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bench.cpu_profile import stage_shares, thread_cpu, thread_minor_faults
+from bench.cpu_profile import stage_shares, thread_cpu, thread_minor_faults, thread_sleeps
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -36,6 +36,15 @@ def test_thread_minor_faults_count_the_pages_this_thread_touched_first():
     after = thread_minor_faults(os.getpid())
     fresh.close()
     assert after[tid] - before[tid] >= 1000
+
+
+def test_thread_sleeps_count_the_times_this_thread_blocked():
+    tid = threading.get_native_id()
+    before = thread_sleeps(os.getpid())
+    for _ in range(50):
+        time.sleep(0.0005)  # each sleep blocks the thread: a voluntary context switch
+    after = thread_sleeps(os.getpid())
+    assert after[tid] - before[tid] >= 50
 
 
 def test_stage_shares_use_the_innermost_known_frame_and_drop_idle_threads(tmp_path):

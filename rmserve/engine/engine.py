@@ -91,18 +91,42 @@ class Engine:
     # ── lifecycle ──────────────────────────────────────────────────────────────────────────
 
     def start(self, *, warmup: bool = True) -> None:
-        """Warm the model up (blocking, before the worker exists), then start accepting work."""
+        """Start the worker, let it warm the model up (this call blocks until it has), then accept work.
+
+        The warm-up runs on the worker thread, the one that runs every forward afterwards: a thread that
+        has run torch's parallel regions keeps an OpenMP team alive as long as it lives, and with more
+        OpenMP threads alive than cores libgomp stops spinning between regions, so the forward's threads
+        sleep and wake on every op (bench/README.md, "One OpenMP team"); glibc also gives each thread its
+        own malloc arena, and the warm-up should grow the worker's, not a passing thread's."""
         if self._threads:
             raise RuntimeError("engine already started")
-        if warmup:
-            self.model.warmup()
+        warm = threading.Event()
+        failure: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                if warmup:
+                    self.model.warmup()
+            except BaseException as exc:  # handed to start()'s caller below
+                failure.append(exc)
+                return
+            finally:
+                warm.set()
+            self._worker_loop()
+
+        thread = threading.Thread(target=worker, name="rmserve-worker", daemon=True)
+        thread.start()
+        warm.wait()
+        if failure:
+            thread.join()
+            raise failure[0]
         self._pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="rmserve-pre")
-        self._threads = [threading.Thread(target=self._worker_loop, name="rmserve-worker", daemon=True)]
+        self._threads = [thread]
         if self._dispatch is not None:
             self._threads.append(self._dispatch.thread)
         else:
             self._threads.append(threading.Thread(target=self._batcher_loop, name="rmserve-batcher", daemon=True))
-        for thread in self._threads:
+        for thread in self._threads[1:]:
             thread.start()
         with self._cv:
             self._accepting = True

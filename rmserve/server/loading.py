@@ -2,6 +2,7 @@
 build the service over all of them, and tell the state (``AppState.models_up``).
 
     load_model_from_config(config)     the default model factory (a checkpoint directory, or vLLM)
+    run_in_passing_thread(fn, *args)   fn on a thread that ends with it (loading: see its docstring)
     bring_up(state, models, factory)   the app's startup task; a failure is kept in ``state.load_error``
                                        (/healthz 503) rather than crashing the process
     build_service(engines, config)     the ScoreService over one engine or several (an ensemble)
@@ -13,8 +14,10 @@ import asyncio
 import dataclasses
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 from rmserve.api import EnsembleSpec, ImageCache, ImageLimits, ImageLoader, ModelSet, ScoreService, ServiceLimits
 from rmserve.api.fetch import ImageFetcher
@@ -27,6 +30,7 @@ from rmserve.server.state import AppState
 log = logging.getLogger("rmserve.server")
 
 ModelFactory = Callable[[ServerConfig], ServedModel]
+T = TypeVar("T")
 
 
 def serving_options(config: ServerConfig) -> ServingOptions:
@@ -51,6 +55,31 @@ def load_model_from_config(config: ServerConfig) -> ServedModel:
         return load_vllm_reward_model(path, config.vllm_settings())
     log.info("loading model from %s (device=%s, dtype=%s)", path, config.device, config.dtype)
     return load_reward_model(path, device=config.device, dtype=config.dtype)
+
+
+def run_in_passing_thread(fn: Callable[..., T], *args) -> T:
+    """``fn(*args)`` on a new thread, joined before returning (its exception re-raised here).
+
+    Loading a model runs torch's parallel regions, and a thread that has run them keeps an OpenMP team
+    (its helper threads) for as long as it lives. ``asyncio.to_thread``'s pool threads and the main thread
+    live on, so their teams would outlive the load beside the worker's; with more OpenMP threads alive than
+    cores, libgomp stops spinning between parallel regions and the forward's threads sleep and wake around
+    every op (bench/README.md, "One OpenMP team"). A thread that ends takes its team with it."""
+    outcome: list = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, fn(*args)))
+        except BaseException as exc:  # re-raised on the caller's thread
+            outcome.append((False, exc))
+
+    thread = threading.Thread(target=run, name="rmserve-load", daemon=True)
+    thread.start()
+    thread.join()
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
 
 
 def warn_if_untrained(info: ModelInfo) -> None:
@@ -130,7 +159,7 @@ async def _load_models(config: ServerConfig, factory: ModelFactory) -> tuple[dic
         # the factory gets the directory alone: a single NAME=DIR is a name and a path, not a path
         cfg = dataclasses.replace(config, model=path)
         start = time.perf_counter()
-        model = await asyncio.to_thread(factory, cfg)
+        model = await asyncio.to_thread(run_in_passing_thread, factory, cfg)
         seconds.append(time.perf_counter() - start)
         if isinstance(loaded, dict):
             loaded[name] = model
