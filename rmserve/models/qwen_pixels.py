@@ -23,6 +23,7 @@ import torch
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
 SUPPORTED_PROCESSORS = ("Qwen2VLImageProcessorPil",)
+_CHANNEL_OFFSETS = np.array([0, 256, 512], dtype=np.uint16)  # channel c's rows in the flat (3 x 256) table
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,23 @@ class QwenPixels:
                                      min_pixels=self.min_pixels, max_pixels=self.max_pixels)
         if (width, height) != image.size:
             image = image.resize((width, height), resample=self.resample)
-        rgb = np.asarray(image)  # (H, W, 3) uint8
         gh, gw = height // p, width // p
+        # Byte v of channel c -> row c*256+v of the flat table: one 1-D take, ~40% faster than indexing
+        # the (3, 256) table with a channel index array (0.43 vs 0.75 ms for 224x224 on the bench VM).
+        index = np.asarray(image).astype(np.uint16) + _CHANNEL_OFFSETS  # (H, W, 3)
         # The processor's patch order from channel-last bytes: (gh/m, gw/m, m, m, C, p, p).
-        patches = rgb.reshape(gh // m, m, p, gw // m, m, p, 3).transpose(0, 3, 1, 4, 6, 2, 5)
-        values = self.table[np.arange(3)[:, None, None], patches]
+        index = index.reshape(gh // m, m, p, gw // m, m, p, 3).transpose(0, 3, 1, 4, 6, 2, 5)
+        values = self.table.reshape(-1).take(np.ascontiguousarray(index))
         # Still images repeat along the temporal patch axis.
-        values = np.broadcast_to(values[..., :, None, :, :], (*values.shape[:5], t, p, p))
-        return values.reshape(gh * gw, 3 * t * p * p), (1, gh, gw)
+        out = np.empty((*values.shape[:5], t, p, p), dtype=np.float32)
+        out[...] = values[..., :, None, :, :]
+        return out.reshape(gh * gw, 3 * t * p * p), (1, gh, gw)
 
     def images(self, images: list) -> dict[str, torch.Tensor]:
         """``pixel_values`` and ``image_grid_thw`` for a prompt's images, as ``processor(...)`` returns them."""
         patches, grids = zip(*(self.image(im) for im in images), strict=True)
-        return {"pixel_values": torch.from_numpy(np.concatenate(patches, axis=0)),
+        pixels = patches[0] if len(patches) == 1 else np.concatenate(patches, axis=0)  # one image: no copy
+        return {"pixel_values": torch.from_numpy(pixels),
                 "image_grid_thw": torch.tensor(grids, dtype=torch.long)}
 
     def expand_placeholders(self, text: str, image_token: str, grid_thw: torch.Tensor) -> str:
