@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one prepared GPU run (a lent CUDA machine, device time is scarce): CUDA fidelity of every family
 # (scripts/gpu_check.py, fp32 + bf16) and `bench --preset gpu` (rmserve vs naive vs the in-process ceiling,
-# ~370M Qwen2.5-VL in bf16), then GRPO at G=16, then GRPO with --max-batch-size 64. Each step is time-boxed and writes its results as it ends, so
-# a step that runs out of time still leaves the earlier ones. Results go to $OUT (default bench/results/gpu).
+# ~370M Qwen2.5-VL in bf16), then GRPO at G=16, then GRPO with --max-batch-size 64. Each step is time-boxed
+# and writes its results as it ends, so a step that runs out of time still leaves the earlier ones. Results go
+# to $OUT (default bench/results/gpu).
 #
 #   bash scripts/gpu_run.sh                                    # on the GPU machine
 #   DEVICE=cpu DTYPE=float32 PRESET=tiny OUT=/tmp/g bash scripts/gpu_run.sh   # rehearse the script on a CPU
