@@ -42,6 +42,13 @@ def retain_host_memory() -> None:
     log.info("host memory: freed memory kept for reuse (%s)", applied or "not glibc: unchanged")
 
 
+def set_torch_threads(flag: int | None) -> None:
+    """torch's intra-op threads: the flag, OMP_NUM_THREADS, or torch's default within the CPU quota."""
+    from rmserve.host_threads import apply_torch_threads
+
+    apply_torch_threads(flag)
+
+
 # ── serve ──────────────────────────────────────────────────────────────────────────────────────
 
 
@@ -78,6 +85,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_level, config.log_format)
     if config.retain_host_memory:
         retain_host_memory()
+    if config.backend == "transformers":  # vLLM sizes its own workers' threads
+        set_torch_threads(config.torch_threads)
 
     # Looked up here, not bound at import: tests (tests/ops_server.py) wrap the server's one loader.
     app = create_app(config, model_factory=loading.load_model_from_config, freeze_gc=True)
@@ -92,6 +101,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     configure_logging(args.log_level)
     retain_host_memory()
+    set_torch_threads(args.torch_threads)
     returns = [r.strip() for r in args.return_.split(",") if r.strip()]
     config = ServerConfig(model=args.model, device=args.device, dtype=args.dtype)
     model = loading.run_in_passing_thread(loading.load_model_from_config, config)  # why: its docstring
@@ -237,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dtype", default="float32", help="weights dtype (default: float32)")
     score.add_argument("--log-level", default="warning", help="logging level (default: warning)")
     score.add_argument("--quiet", action="store_true", help="no progress bar")
+    score.add_argument("--torch-threads", type=int, default=None, metavar="N",
+                       help="torch intra-op threads (default: OMP_NUM_THREADS, else torch's, capped at the "
+                            "cgroup CPU quota)")
     score.set_defaults(func=cmd_score)
 
     convert = sub.add_parser("convert", help="convert a reward-model checkpoint into rmserve's format")
@@ -251,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "score" and args.batch_size < 1:
         print("rmserve score: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    if args.command == "score" and args.torch_threads is not None and args.torch_threads < 1:
+        print("rmserve score: --torch-threads must be >= 1", file=sys.stderr)
         return 2
     return args.func(args)
 

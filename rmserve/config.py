@@ -113,6 +113,10 @@ class ServerConfig:
     # glibc malloc keeps what a forward frees for the next one instead of returning it to the kernel and
     # page-faulting it back (rmserve/host_memory.py), at the cost of RSS staying at its peak.
     retain_host_memory: bool = _opt(True, "keep freed host memory for reuse (glibc mallopt): no page faults per call")
+    # Unset: OMP_NUM_THREADS if set, else torch's default capped at the container's CPU quota
+    # (rmserve/host_threads.py: torch reads the visible cores, not a docker --cpus / k8s limits.cpu quota).
+    torch_threads: int | None = _opt(None, "torch intra-op threads (default: OMP_NUM_THREADS, else torch's, "
+                                           "capped at the cgroup CPU quota)")
     # Decoded RGB bytes kept for re-sent / referenced images (GRPO groups repeat one image G times).
     image_cache_mb: int = _opt(256, "decoded-image cache size in MiB (0 disables it)")
     # GRPO groups (responses to one prompt+images queued together) run the prompt once, then the
@@ -201,6 +205,9 @@ class ServerConfig:
         for name in nonnegative:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0 (got {getattr(self, name)}); set --{_flag(name)}")
+        if self.torch_threads is not None and self.torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 (got {self.torch_threads}); set --{_flag('torch_threads')} "
+                             "or leave it unset for the default")
         if self.max_forward_tokens is not None and self.max_forward_tokens < 1:
             raise ValueError(f"max_forward_tokens must be >= 1 (got {self.max_forward_tokens}); "
                              f"set --{_flag('max_forward_tokens')} or leave it unset for the device default")
