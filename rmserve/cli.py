@@ -137,6 +137,7 @@ async def score_file(
     from rmserve.api import ImageCache, ImageLoader, ScoreService, ServiceLimits
     from rmserve.api.videos import VideoCache, VideoLoader
     from rmserve.engine import Engine, EngineConfig
+    from rmserve.host_threads import single_threaded_torch_here
 
     window = 4 * batch_size  # lines in flight or awaiting in-order write: bounds memory on huge files
     engine = Engine(
@@ -148,6 +149,7 @@ async def score_file(
             max_queue_items=window,
             preprocess_workers=min(4, os.cpu_count() or 1),
         ),
+        preprocess_thread_setup=single_threaded_torch_here,
     )
     limits = ServiceLimits(max_items_per_request=1)
     base_dir = os.path.dirname(os.path.abspath(input_path))  # items may name image and video files beside it

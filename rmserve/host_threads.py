@@ -103,4 +103,41 @@ def apply_torch_threads(flag: int | None = None, environ: dict[str, str] | None 
     return choice
 
 
-__all__ = ["ThreadChoice", "apply_torch_threads", "cpu_quota_cores", "torch_threads"]
+def _openmp_runtime():
+    """The OpenMP runtime torch loaded (libgomp or Intel's libiomp5), found in this process's memory map."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = sorted({line.split()[-1] for line in maps
+                            if ("libgomp" in line or "libiomp" in line) and line.split()[-1].startswith("/")})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            return ctypes.CDLL(path)  # already loaded: the same library torch calls, not a second copy
+        except OSError:
+            continue
+    return None
+
+
+def single_threaded_torch_here() -> bool:
+    """This thread's torch ops run on this thread alone: no OpenMP team of its own (other threads keep theirs).
+
+    For threads that run torch ops beside the forward, such as the preprocessing pool's video resizes
+    (models/video_processors.py). A team they formed would stay alive as long as the thread, and two teams
+    make libgomp put the forward's threads to sleep between ops (bench/README.md, "One OpenMP team").
+    ``torch.set_num_threads`` would not do: it also changes the count every later thread starts with, so
+    this sets the thread's own OpenMP count, after torch's per-thread initialisation (which would
+    overwrite it). Returns False where no OpenMP runtime is loaded (nothing to do)."""
+    import torch
+
+    torch.get_num_threads()  # torch's lazy per-thread init, first
+    runtime = _openmp_runtime()
+    if runtime is None:
+        return False
+    runtime.omp_set_num_threads(1)
+    return torch.get_num_threads() == 1
+
+
+__all__ = ["ThreadChoice", "apply_torch_threads", "cpu_quota_cores", "single_threaded_torch_here", "torch_threads"]

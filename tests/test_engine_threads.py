@@ -118,3 +118,50 @@ def test_a_real_models_warmup_and_forwards_share_one_thread(tiny_models):
         hook.remove()
     assert len(threads) >= 10  # the warm-up's and the request's module calls
     assert {t.name for t in threads} == {"rmserve-worker"} and len(set(threads)) == 1
+
+
+class EncodeThreadsModel(FakeRewardModel):
+    """Records torch's thread count where ``encode`` runs (the preprocessing pool)."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.encode_torch_threads: list[int] = []
+
+    def encode(self, item):
+        import torch
+
+        self.encode_torch_threads.append(torch.get_num_threads())
+        return super().encode(item)
+
+
+async def test_preprocessing_threads_run_the_setup_and_survive_one_that_raises():
+    ran: list[str] = []
+
+    def setup() -> None:
+        ran.append(threading.current_thread().name)
+        raise RuntimeError("no OpenMP runtime")
+
+    model = FakeRewardModel()
+    engine = Engine(model, EngineConfig(max_wait_ms=1, preprocess_workers=2), preprocess_thread_setup=setup)
+    engine.start()
+    try:
+        jobs = [engine.run_in_pool(lambda: threading.current_thread().name) for _ in range(8)]
+        names = await asyncio.gather(*jobs)
+    finally:
+        engine.stop(drain=False, timeout=5)
+    assert set(names) <= set(ran) and all(n.startswith("rmserve-pre") for n in names)  # every job ran after it
+
+
+async def test_the_servers_preprocessing_threads_keep_torch_to_one_thread():
+    """Where encode runs (video resizes are torch ops), torch uses one thread: no second OpenMP team."""
+    import torch
+
+    if torch.get_num_threads() == 1:
+        pytest.skip("torch uses one thread in this process anyway")
+    model = EncodeThreadsModel()
+    app = create_app(ServerConfig(max_wait_ms=1), model_factory=lambda config: model)
+    async with asgi_client(app) as client:
+        reply = await client.post("/v1/score", json={"items": [{"prompt": "p", "response": "r"}]})
+        assert reply.status_code == 200
+    assert model.encode_torch_threads and set(model.encode_torch_threads) == {1}
+    assert torch.get_num_threads() > 1  # this thread (and the worker) keep theirs

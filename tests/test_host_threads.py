@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -94,3 +95,38 @@ print(before, torch.get_num_threads())
             pytest.skip("torch already uses one thread here: nothing to lower")
         assert int(after) == 1, mode
     assert _run(code.replace("sys.argv[-1]", "'quota'"), {"OMP_NUM_THREADS": "2"}).split() == ["2", "2"]
+
+
+def test_single_threaded_torch_here_keeps_a_thread_from_forming_a_team():
+    """A fresh process: a second thread's big torch op forms an OpenMP team (a helper OS thread), unless the
+    thread called single_threaded_torch_here first; the main thread keeps its count either way."""
+    code = """
+import os, threading, torch
+from rmserve.host_threads import single_threaded_torch_here
+x = torch.randn(8, 3, 360, 640)
+def os_threads():
+    return len(os.listdir("/proc/self/task"))
+def run(setup):
+    out, done = {}, threading.Event()
+    def body():
+        out["set"] = single_threaded_torch_here() if setup else None
+        out["here"] = torch.get_num_threads()
+        before = os_threads()
+        torch.nn.functional.interpolate(x, size=(224, 224), mode="bicubic", antialias=True)
+        out["new_threads"] = os_threads() - before
+        done.wait()
+    t = threading.Thread(target=body)
+    t.start()
+    while "new_threads" not in out:
+        pass
+    done.set()
+    t.join()
+    return out
+import json
+main = torch.get_num_threads()
+print(json.dumps([main, run(True), run(False), torch.get_num_threads()]))
+"""
+    main, with_setup, without, main_after = json.loads(_run(code, {"OMP_NUM_THREADS": "2"}))
+    assert main == main_after == 2  # the process-wide count is untouched
+    assert with_setup == {"set": True, "here": 1, "new_threads": 0}
+    assert without["here"] == 2 and without["new_threads"] >= 1  # the team this guards against

@@ -54,9 +54,12 @@ T = TypeVar("T")
 
 
 class Engine:
-    def __init__(self, model: ScoringModel, config: EngineConfig | None = None):
+    def __init__(self, model: ScoringModel, config: EngineConfig | None = None, *,
+                 preprocess_thread_setup: Callable[[], Any] | None = None):
         self.model = model
         self.config = config or EngineConfig()
+        # Run once in each preprocessing thread (the server passes host_threads.single_threaded_torch_here).
+        self._preprocess_thread_setup = preprocess_thread_setup
         self.stats = EngineStats()
         self._cv = threading.Condition()
         self._pending: list[Entry] = []  # arrival order
@@ -120,7 +123,8 @@ class Engine:
         if failure:
             thread.join()
             raise failure[0]
-        self._pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="rmserve-pre")
+        self._pool = ThreadPoolExecutor(self.config.preprocess_workers, thread_name_prefix="rmserve-pre",
+                                        initializer=self._setup_preprocess_thread)
         self._threads = [thread]
         if self._dispatch is not None:
             self._threads.append(self._dispatch.thread)
@@ -130,6 +134,14 @@ class Engine:
             thread.start()
         with self._cv:
             self._accepting = True
+
+    def _setup_preprocess_thread(self) -> None:
+        if self._preprocess_thread_setup is None:
+            return
+        try:
+            self._preprocess_thread_setup()
+        except Exception:  # an initializer that raises would break the pool: every request would fail
+            log.exception("preprocessing thread setup failed; the thread runs without it")
 
     def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Stop admitting; with ``drain``, finish admitted work first (up to ``timeout``); then stop threads.

@@ -24,6 +24,7 @@ from rmserve.api.fetch import ImageFetcher
 from rmserve.api.videos import VideoLimits
 from rmserve.config import ServerConfig
 from rmserve.engine import Engine
+from rmserve.host_threads import single_threaded_torch_here
 from rmserve.models.types import ModelInfo, ServedModel, ServingOptions
 from rmserve.server.state import AppState
 
@@ -203,7 +204,7 @@ async def bring_up(
                     info.max_length,
                 )
             model.configure_serving(serving_options(config))
-            engine = Engine(model, config.engine_config())
+            engine = Engine(model, config.engine_config(), preprocess_thread_setup=single_threaded_torch_here)
             engine.requests_in_progress = state.inflight.in_progress
             await asyncio.to_thread(engine.start, warmup=config.warmup)
             engines[name] = engine
