@@ -56,16 +56,21 @@ STAGES = [
 IDLE_LEAVES = ("EpollSelector.select", "Condition.wait", "_worker (concurrent/futures/thread.py:81)")
 
 
-def _thread_stats(pid: int) -> dict[int, list[str]]:
-    """``/proc/PID/task/TID/stat`` fields after the command name, by thread id (threads that ended are skipped)."""
+def _thread_files(pid: int, name: str) -> dict[int, str]:
+    """``/proc/PID/task/TID/<name>`` of each thread of ``pid``, by thread id (threads that ended are skipped)."""
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                out[int(tid)] = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/task/{tid}/{name}") as f:
+                out[int(tid)] = f.read()
         except OSError:
             continue
     return out
+
+
+def _thread_stats(pid: int) -> dict[int, list[str]]:
+    """``/proc/PID/task/TID/stat`` fields after the command name, by thread id."""
+    return {tid: text.rsplit(")", 1)[1].split() for tid, text in _thread_files(pid, "stat").items()}
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -80,14 +85,9 @@ def thread_minor_faults(pid: int) -> dict[int, int]:
 
 def thread_sleeps(pid: int) -> dict[int, int]:
     """Voluntary context switches of each thread of ``pid``: times it blocked (a futex, a lock, I/O)."""
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                out[int(tid)] = next(int(line.split()[1]) for line in f if line.startswith("voluntary_ctxt_switches"))
-        except (OSError, StopIteration):
-            continue
-    return out
+    key = "\nvoluntary_ctxt_switches:"  # the newline keeps it from matching nonvoluntary_ctxt_switches
+    return {tid: int(text.split(key, 1)[1].split()[0]) for tid, text in _thread_files(pid, "status").items()
+            if key in text}
 
 
 def thread_names(pid: int) -> dict[int, str]:

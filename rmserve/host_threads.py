@@ -89,14 +89,11 @@ def torch_threads(flag: int | None, environ: dict[str, str], quota: float | None
     return ThreadChoice(None, f"torch's default ({default})" + ("" if quota is None else f", quota {quota:g}"))
 
 
-def apply_torch_threads(flag: int | None = None, environ: dict[str, str] | None = None,
-                        quota: float | None = None) -> ThreadChoice:
+def apply_torch_threads(flag: int | None = None) -> ThreadChoice:
     """Decide and set torch's intra-op threads; call before any torch work (the model load)."""
     import torch
 
-    environ = os.environ if environ is None else environ
-    choice = torch_threads(flag, dict(environ), cpu_quota_cores() if quota is None else quota,
-                           torch.get_num_threads())
+    choice = torch_threads(flag, dict(os.environ), cpu_quota_cores(), torch.get_num_threads())
     if choice.threads is not None:
         torch.set_num_threads(choice.threads)
     log.info("torch threads: %d (%s)", torch.get_num_threads(), choice.reason)
