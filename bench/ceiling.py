@@ -73,10 +73,12 @@ def _batches(groups: list[list[EncodedItem]], batch_size: int, share: bool) -> l
 
 
 def run_ceiling(model, groups: list[list[EncodedItem]], batch_size: int, *, share: bool = False,
-                warmup: bool = True) -> CeilingRun:
-    """Time ``score_batch`` over all items at ``batch_size``; rewards come back in workload order."""
+                warmup: bool = True, batches: list[list[int]] | None = None) -> CeilingRun:
+    """Time ``score_batch`` over all items at ``batch_size``; rewards come back in workload order.
+
+    ``batches``: flat item indices per batch, instead of the length-sorted ones (bench/composition.py)."""
     flat = [it for g in groups for it in g]
-    batches = _batches(groups, batch_size, share)
+    batches = batches or _batches(groups, batch_size, share)
     previous = model.share_prefix
     model.share_prefix = share
     try:

@@ -320,3 +320,19 @@ def test_encode_cost_reports_a_row_per_workload(capsys):
     rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()
             if line.startswith("| text") or line.startswith("| image")]
     assert [r[0].strip() for r in rows] == ["text", "image"] and all(float(r[1]) > 0 for r in rows)
+
+
+def test_composition_replays_sorted_and_arrival_batches_with_equal_rewards(capsys):
+    from bench.composition import arrival_windows, main
+
+    assert arrival_windows(5, 2) == [[0, 1], [2, 3], [4]]
+    assert main(["--preset", "tiny", "--responses", "16", "--rounds", "1", "--threads", "1", "--window", "5",
+                 "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    diff = float(out.split("max abs reward diff between the plans ")[1].split()[0])
+    assert diff < 1e-5, "the same items must score the same in either plan"
+    rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ceiling") or
+            line.startswith("| server-like")]
+    assert len(rows) == 2
+    assert float(rows[0][1]) >= 1.0 and float(rows[1][1]) >= 1.0 and all(int(r[2]) > 0 for r in rows)
+    assert rows[0][5].strip() == "1.000"
