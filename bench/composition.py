@@ -4,10 +4,12 @@
 
 The in-process ceiling (bench/ceiling.py) sorts every item of the run by length before it cuts batches, so
 its forward calls carry almost no padding. A server only sees what has arrived: with 64 requests in flight
-it takes ~30 at a time in arrival order (``bench.forward_busy``'s "mean batch"), and the chunk planner
-(rmserve/models/chunking.py) sorts within that window. This replays both on the same model and items, in
-one process, with nothing else running, so the difference is what composition alone costs the forward,
-before any serving overhead. The report gives padded / real tokens and forward calls beside the rates.
+it took ~30 at a time in arrival order, and the chunk planner (rmserve/models/chunking.py) sorted within
+that window. rmserve's batcher now closes a batch of unshared items at one forward call's tokens
+(engine/batching.py), choosing its rows from all the requests waiting. This replays the three on the same
+model and items, in one process, with nothing else running, so the differences are what composition alone
+costs the forward, before any serving overhead. The report gives padded / real tokens and forward calls
+beside the rates.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import os
 import statistics
 
+from rmserve.engine.batching import select_batch
 from rmserve.models.chunking import plan_chunks
 
 from .ceiling import _batches, encode_workload, run_ceiling
@@ -27,6 +30,26 @@ from .workloads import WorkloadFactory
 def arrival_windows(n_items: int, window: int) -> list[list[int]]:
     """Items in arrival (workload) order, ``window`` at a time: the batches a busy server forms."""
     return [list(range(i, min(i + window, n_items))) for i in range(0, n_items, window)]
+
+
+def call_sized_batches(lengths: list[int], in_flight: int, call_tokens: int, max_batch_size: int) -> list[list[int]]:
+    """The batches rmserve's batcher forms for unshared items on a model that cuts calls at ``call_tokens``:
+    ``select_batch`` under one call's budget over the ``in_flight`` requests waiting (a closed loop: each
+    finished batch lets as many new requests arrive), in arrival order."""
+    waiting: list[int] = []
+    batches: list[list[int]] = []
+    arrived = last = 0
+    while arrived < len(lengths) or waiting:
+        while len(waiting) < in_flight - last and arrived < len(lengths):
+            waiting.append(arrived)
+            arrived += 1
+        idx, _ = select_batch([lengths[i] for i in waiting], max_batch_size=max_batch_size,
+                              max_batch_tokens=call_tokens)
+        chosen = set(idx)
+        batches.append([waiting[i] for i in idx])
+        waiting = [w for i, w in enumerate(waiting) if i not in chosen]
+        last = len(batches[-1])
+    return batches
 
 
 def padding_and_calls(model, flat, batches: list[list[int]]) -> tuple[float, int]:
@@ -49,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--responses", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=16, help="the ceiling's batch (make bench picks 16 here)")
     parser.add_argument("--window", type=int, default=30, help="arrival-order batch, as a server under load forms")
+    parser.add_argument("--in-flight", type=int, default=64, help="requests waiting, for the call-sized plan")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
@@ -65,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     flat = [it for g in groups for it in g]
     plans = {f"ceiling: all sorted, batches of {args.batch_size}": _batches(groups, args.batch_size, False),
              f"server-like: arrival order, windows of {args.window}": arrival_windows(len(flat), args.window)}
+    if model.forward_call_tokens:
+        plans[f"rmserve's batcher: call-sized batches ({model.forward_call_tokens} tokens), {args.in_flight} "
+              "in flight"] = call_sized_batches([it.num_tokens for it in flat], args.in_flight,
+                                                model.forward_call_tokens, max_batch_size=32)
     run_ceiling(model, groups, args.batch_size)  # warm-up at every shape the sorted plan uses
     rates: dict[str, list[float]] = {name: [] for name in plans}
     rewards: dict[str, list[float]] = {}
@@ -73,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             run = run_ceiling(model, groups, args.batch_size, warmup=False, batches=batches)
             rates[name].append(run.responses_per_s)
             rewards[name] = run.rewards
-    first, second = plans
-    diff = max(abs(a - b) for a, b in zip(rewards[first], rewards[second], strict=True))
+    first, *others = plans
+    diff = max(abs(a - b) for other in others for a, b in zip(rewards[first], rewards[other], strict=True))
     print(f"{args.workload}, {len(flat)} responses, {args.threads} torch threads, max abs reward diff between "
           f"the plans {diff:.1e}\n")
     print("| batches | padded / real tokens | forward calls | responses/s (rounds) | median | vs ceiling |")

@@ -323,16 +323,21 @@ def test_encode_cost_reports_a_row_per_workload(capsys):
 
 
 def test_composition_replays_sorted_and_arrival_batches_with_equal_rewards(capsys):
-    from bench.composition import arrival_windows, main
+    from bench.composition import arrival_windows, call_sized_batches, main
 
     assert arrival_windows(5, 2) == [[0, 1], [2, 3], [4]]
+    lengths = [100, 10, 98, 11, 101, 12, 99, 9]
+    batches = call_sized_batches(lengths, in_flight=8, call_tokens=420, max_batch_size=32)
+    assert sorted(lengths[i] for i in batches[0]) == [98, 99, 100, 101]  # the oldest and its neighbours
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert all(max(lengths[i] for i in b) * len(b) <= 420 for b in batches)
     assert main(["--preset", "tiny", "--responses", "16", "--rounds", "1", "--threads", "1", "--window", "5",
                  "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     diff = float(out.split("max abs reward diff between the plans ")[1].split()[0])
     assert diff < 1e-5, "the same items must score the same in either plan"
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ceiling") or
-            line.startswith("| server-like")]
-    assert len(rows) == 2
+            line.startswith("| server-like") or line.startswith("| rmserve's batcher")]
+    assert len(rows) == 3
     assert float(rows[0][1]) >= 1.0 and float(rows[1][1]) >= 1.0 and all(int(r[2]) > 0 for r in rows)
     assert rows[0][5].strip() == "1.000"
