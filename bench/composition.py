@@ -4,12 +4,14 @@
 
 The in-process ceiling (bench/ceiling.py) sorts every item of the run by length before it cuts batches, so
 its forward calls carry almost no padding. A server only sees what has arrived: with 64 requests in flight
-it took ~30 at a time in arrival order, and the chunk planner (rmserve/models/chunking.py) sorted within
-that window. rmserve's batcher now closes a batch of unshared items at one forward call's tokens
-(engine/batching.py), choosing its rows from all the requests waiting. This replays the three on the same
-model and items, in one process, with nothing else running, so the differences are what composition alone
-costs the forward, before any serving overhead. The report gives padded / real tokens and forward calls
-beside the rates.
+it takes ~30 at a time in arrival order, and the chunk planner (rmserve/models/chunking.py) sorts within
+that window. A third plan closes each batch at one forward call's tokens (the chunk policy's cap, 1024 on
+CPU) and picks its rows from all the requests waiting, as a batcher could (``call_sized_batches``). It pads
+less and runs fewer calls, but rmserve does not batch this way: it starves unusual lengths (p99 latency
++60% through the server; bench/README.md, "Call-sized batches"). This replays the plans on the same model
+and items, in one process, with nothing else running, so the differences are what composition alone costs
+the forward, before any serving overhead. The report gives padded / real tokens and forward calls beside
+the rates.
 """
 
 from __future__ import annotations
@@ -33,9 +35,9 @@ def arrival_windows(n_items: int, window: int) -> list[list[int]]:
 
 
 def call_sized_batches(lengths: list[int], in_flight: int, call_tokens: int, max_batch_size: int) -> list[list[int]]:
-    """The batches rmserve's batcher forms for unshared items on a model that cuts calls at ``call_tokens``:
-    ``select_batch`` under one call's budget over the ``in_flight`` requests waiting (a closed loop: each
-    finished batch lets as many new requests arrive), in arrival order."""
+    """The batches a batcher would form by closing each at one forward call's tokens: ``select_batch`` under
+    ``call_tokens`` over the ``in_flight`` requests waiting (a closed loop: each finished batch lets as many
+    new requests arrive), in arrival order."""
     waiting: list[int] = []
     batches: list[list[int]] = []
     arrived = last = 0
@@ -89,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     flat = [it for g in groups for it in g]
     plans = {f"ceiling: all sorted, batches of {args.batch_size}": _batches(groups, args.batch_size, False),
              f"server-like: arrival order, windows of {args.window}": arrival_windows(len(flat), args.window)}
-    if model.forward_call_tokens:
-        plans[f"rmserve's batcher: call-sized batches ({model.forward_call_tokens} tokens), {args.in_flight} "
-              "in flight"] = call_sized_batches([it.num_tokens for it in flat], args.in_flight,
-                                                model.forward_call_tokens, max_batch_size=32)
+    call_tokens = model.chunk_policy.max_tokens if model.chunk_policy else None
+    if call_tokens:
+        plans[f"call-sized: {call_tokens}-token batches from {args.in_flight} in flight"] = call_sized_batches(
+            [it.num_tokens for it in flat], args.in_flight, call_tokens, max_batch_size=32)
     run_ceiling(model, groups, args.batch_size)  # warm-up at every shape the sorted plan uses
     rates: dict[str, list[float]] = {name: [] for name in plans}
     rewards: dict[str, list[float]] = {}

@@ -337,7 +337,7 @@ def test_composition_replays_sorted_and_arrival_batches_with_equal_rewards(capsy
     diff = float(out.split("max abs reward diff between the plans ")[1].split()[0])
     assert diff < 1e-5, "the same items must score the same in either plan"
     rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ceiling") or
-            line.startswith("| server-like") or line.startswith("| rmserve's batcher")]
+            line.startswith("| server-like") or line.startswith("| call-sized")]
     assert len(rows) == 3
     assert float(rows[0][1]) >= 1.0 and float(rows[1][1]) >= 1.0 and all(int(r[2]) > 0 for r in rows)
     assert rows[0][5].strip() == "1.000"

@@ -5,22 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # The engine's whole contract with a model (torch-free); ItemScheduler only for per-item dispatch.
-from rmserve.models.types import CutsForwardCalls, ItemScheduler, ScoringModel
+from rmserve.models.types import ItemScheduler, ScoringModel
 
 DISPATCH_MODES = ("auto", "batch", "per_item")
 
-__all__ = ["DISPATCH_MODES", "forward_call_tokens", "schedules_items", "EngineConfig", "EngineHealth", "ItemScheduler",
-           "ScoringModel"]
+__all__ = ["DISPATCH_MODES", "schedules_items", "EngineConfig", "EngineHealth", "ItemScheduler", "ScoringModel"]
 
 
 def schedules_items(model: ScoringModel) -> bool:
     """Whether ``model`` batches across requests itself (implements ``ItemScheduler.submit_item``)."""
     return isinstance(model, ItemScheduler)
-
-
-def forward_call_tokens(model: ScoringModel) -> int | None:
-    """The padded tokens ``model`` puts in one forward call, if it cuts batches into calls (else None)."""
-    return model.forward_call_tokens if isinstance(model, CutsForwardCalls) else None
 
 
 @dataclass

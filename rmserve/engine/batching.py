@@ -8,12 +8,6 @@ Selection therefore works on items sorted by length: starting from the **oldest*
 item (always included, so nothing starves), it grows a window of neighbouring lengths,
 each step taking whichever neighbour wastes fewer padding slots, until the batch hits
 ``max_batch_size`` items or the token budget, or nothing is left.
-
-A model that cuts every batch into forward calls of at most N padded tokens (the transformers backend on
-CPU, models/chunking.py) gains nothing from batches of unshared items above N: the batch would run as
-several calls anyway, each taking its rows from that batch only. Closing the batch at N instead lets each
-call pick, from everything waiting, the rows that pad least with the oldest (``unshared_batch_tokens``).
-Groups that share a prefix keep the full budget: their prefix pass is one call across the groups.
 """
 
 from __future__ import annotations
@@ -24,11 +18,6 @@ from collections.abc import Hashable, Sequence
 def padded_tokens(lengths: Sequence[int]) -> int:
     """Token slots a right/left-padded batch of these lengths occupies."""
     return max(lengths, default=0) * len(lengths)
-
-
-def unshared_budget(max_batch_tokens: int, unshared_batch_tokens: int | None) -> int:
-    """The padded-token budget of a batch whose items share no prefix."""
-    return max_batch_tokens if unshared_batch_tokens is None else min(max_batch_tokens, unshared_batch_tokens)
 
 
 def select_batch(
@@ -80,7 +69,6 @@ def select_grouped_batch(
     *,
     max_batch_size: int,
     max_batch_tokens: int,
-    unshared_batch_tokens: int | None = None,
 ) -> tuple[list[int], bool]:
     """Like ``select_batch``, for a model that runs a shared prefix once (GRPO groups).
 
@@ -88,15 +76,13 @@ def select_grouped_batch(
     oldest member; units go in whole, oldest first, while the batch has room. A unit of n costs
     ``prefix + n * longest response`` token slots (prefix pass + suffix pass), a lone item its
     padded length, so a group of 8 is budgeted as what it really costs. When nothing in the queue
-    shares a prefix, this is exactly ``select_batch`` (length-sorted, least padding) under
-    ``unshared_batch_tokens`` when given (a forward call's tokens; see the module docstring).
+    shares a prefix, this is exactly ``select_batch`` (length-sorted, least padding).
     """
     units: dict[Hashable, list[int]] = {}
     for i, key in enumerate(groups):
         units.setdefault(("single", i) if key is None else ("group", key), []).append(i)
     if all(len(members) < 2 for members in units.values()):
-        return select_batch(lengths, max_batch_size=max_batch_size,
-                            max_batch_tokens=unshared_budget(max_batch_tokens, unshared_batch_tokens))
+        return select_batch(lengths, max_batch_size=max_batch_size, max_batch_tokens=max_batch_tokens)
 
     chosen: list[int] = []
     shared_cost = 0

@@ -39,8 +39,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from rmserve.context import request_id_var
-from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel, forward_call_tokens, schedules_items
-from rmserve.engine.batching import padded_tokens, select_batch, select_grouped_batch, unshared_budget
+from rmserve.engine.base import EngineConfig, EngineHealth, ScoringModel, schedules_items
+from rmserve.engine.batching import padded_tokens, select_batch, select_grouped_batch
 from rmserve.engine.dispatch import ItemDispatch
 from rmserve.engine.isolation import score_isolated
 from rmserve.engine.judging import JudgeJob, run_judge_batch, take_judge_batch
@@ -412,17 +412,14 @@ class Engine:
         notified), or False to loop again at once."""
         timeout: float | None = None
         if self._pending and self._ready is None:
-            size, budget = self.config.max_batch_size, self.config.max_batch_tokens
-            call_tokens = forward_call_tokens(self.model)  # read live: configure_serving may change it
+            limits = {"max_batch_size": self.config.max_batch_size, "max_batch_tokens": self.config.max_batch_tokens}
             lengths = [e.num_tokens for e in self._pending]
             if self.config.share_prefix:
                 idx, full = select_grouped_batch(
-                    lengths, [e.item.prefix_len for e in self._pending], [e.group for e in self._pending],
-                    max_batch_size=size, max_batch_tokens=budget, unshared_batch_tokens=call_tokens,
+                    lengths, [e.item.prefix_len for e in self._pending], [e.group for e in self._pending], **limits
                 )
             else:
-                idx, full = select_batch(lengths, max_batch_size=size,
-                                         max_batch_tokens=unshared_budget(budget, call_tokens))
+                idx, full = select_batch(lengths, **limits)
             age = now - self._pending[0].enqueued_at
             alone = self._alone_locked()  # one request alone is not held back for nothing
             if full or self._draining or (not self._worker_busy and (age >= self._max_wait_s or alone)):

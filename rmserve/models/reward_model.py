@@ -479,11 +479,6 @@ class RewardModel(nn.Module):
         if options.prompt_cache_bytes:
             self.enable_prompt_cache(options.prompt_cache_bytes)
 
-    @property
-    def forward_call_tokens(self) -> int | None:
-        """Padded tokens per forward call (CPU: 1024 or --max-forward-tokens; accelerators: that flag or None)."""
-        return self.chunk_policy.max_tokens if self.chunk_policy is not None else None
-
     def cache_stats(self) -> dict[str, dict[str, float]]:
         caches = {"vision": self.vision_cache, "prompt": self.prompt_cache}
         return {name: cache.stats() for name, cache in caches.items() if cache is not None}

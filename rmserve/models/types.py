@@ -226,18 +226,6 @@ class ItemScheduler(Protocol):
         ...
 
 
-@runtime_checkable
-class CutsForwardCalls(Protocol):
-    """A model that runs a batch as forward calls of at most ``forward_call_tokens`` padded tokens (the
-    transformers backend on CPU: models/chunking.py). Optional, like ``ItemScheduler``: the batcher then
-    closes batches of items that share no prefix at one call's worth (engine/batching.py says why)."""
-
-    @property
-    def forward_call_tokens(self) -> int | None:
-        """Padded tokens per forward call, or None when a batch runs as one call however large."""
-        ...
-
-
 @dataclass(frozen=True)
 class PromptSyntax:
     """How a model's chat template writes turns and images as text (learned by ``models/rendered.py``)."""
