@@ -24,7 +24,7 @@ from rmserve.engine.batching import select_batch
 from rmserve.models.chunking import plan_chunks
 
 from .ceiling import _batches, encode_workload, run_ceiling
-from .model import MODELS, ensure_model
+from .model import MODELS, ensure_model, load_in_process
 from .run import PRESETS
 from .workloads import WorkloadFactory
 
@@ -79,14 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
-    import torch
-
-    from rmserve.host_memory import retain_freed_memory
-    from rmserve.models import load_reward_model
-
-    torch.set_num_threads(args.threads)
-    retain_freed_memory()  # as `rmserve serve` does (on by default)
-    model = load_reward_model(ensure_model(MODELS[PRESETS[args.preset].model]))
+    model = load_in_process(ensure_model(MODELS[PRESETS[args.preset].model]), args.threads)
     groups = encode_workload(model, WorkloadFactory(model.tokenizer).build(args.workload, args.responses, seed=1))
     flat = [it for g in groups for it in g]
     plans = {f"ceiling: all sorted, batches of {args.batch_size}": _batches(groups, args.batch_size, False),

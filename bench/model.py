@@ -77,6 +77,19 @@ def ensure_model(dims: ModelDims, cache_dir: str = CACHE_DIR) -> str:
     return path
 
 
+def load_in_process(model_dir: str, threads: int):
+    """``model_dir`` loaded as the in-process measurements run it: ``threads`` torch threads and freed host
+    memory kept for reuse, as `rmserve serve` does by default (so they compare like with like)."""
+    import torch
+
+    from rmserve.host_memory import retain_freed_memory
+    from rmserve.models import load_reward_model
+
+    torch.set_num_threads(threads)
+    retain_freed_memory()
+    return load_reward_model(model_dir, device="cpu", dtype="float32")
+
+
 def describe(model) -> dict:
     """Parameter counts and dimensions for the report."""
     backbone = model.backbone

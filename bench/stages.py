@@ -22,6 +22,7 @@ from rmserve.api.protocol import ScoreItemOut, ScoreRequest, ScoreResponse, Usag
 from rmserve.models.template import render
 from rmserve.models.types import ScoreItem, ServingOptions
 
+from .model import load_in_process
 from .workloads import WorkloadFactory
 
 
@@ -32,14 +33,7 @@ def per_request_ms(fn, xs) -> tuple[float, list]:
 
 
 def measure(model_dir: str, responses: int, group_size: int, batch_size: int) -> list[tuple[str, float]]:
-    import torch
-
-    from rmserve.host_memory import retain_freed_memory
-    from rmserve.models import load_reward_model
-
-    torch.set_num_threads(1)
-    retain_freed_memory()  # as `rmserve serve` does (on by default)
-    model = load_reward_model(model_dir, device="cpu", dtype="float32")
+    model = load_in_process(model_dir, threads=1)
     model.configure_serving(ServingOptions(share_prefix=True, vision_cache_bytes=64 << 20,
                                            prompt_cache_bytes=64 << 20))
     bodies = [json.dumps({"items": [it]}).encode()
