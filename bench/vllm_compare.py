@@ -16,7 +16,8 @@ rmserve-hf and the ceiling: ``--share-prefix``). Load: ``--concurrency`` request
 Every vLLM engine gets equal settings (dtype, context length, prefix caching, eager mode, the step budget of
 ``--max-num-batched-tokens``/``--max-num-seqs``, the KV cache of VLLM_CPU_KVCACHE_SPACE, vLLM's default
 OpenMP binding); the configurations run back to back in this one invocation, so ratios within a run compare
-like with like on a shared machine.
+like with like on a shared machine. ``--repeat N`` runs the whole sequence N times: each round's ratios are
+taken within that round, and the verdicts are on their medians (one run moves a vLLM row by ~5% here).
 Results: ``OUT/results.json`` and ``OUT/results.md``.
 """
 
@@ -27,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +36,7 @@ import time
 
 from bench.ceiling import encode_workload, sweep, to_score_item
 from bench.client import RawHTTP, SendFailed, drive, drive_with
-from bench.model import MODELS, ensure_model
+from bench.model import MODELS, ensure_model, load_in_process
 from bench.servers import REPO, ServerProcess, machine_info, thread_env
 from bench.workloads import TEXT_WORKLOADS, WorkloadFactory
 
@@ -52,6 +54,8 @@ def log(message: str) -> None:
 
 
 class Compare:
+    round_no = 1  # which --repeat round the rows being added belong to (1-based)
+
     def __init__(self, args: argparse.Namespace):
         self.args = args
         self.model_dir = args.model_dir or ensure_model(MODELS["text"])
@@ -165,17 +169,11 @@ class Compare:
                 self.add("vllm-offline", name, prefix, res["seconds"], res["responses"], {}, res["rewards"])
 
     def run_ceiling(self, prefix: bool) -> None:
-        import torch
-
-        from rmserve.host_memory import retain_freed_memory
-        from rmserve.models import load_reward_model
-
-        torch.set_num_threads(self.args.threads)
-        retain_freed_memory()  # as `rmserve serve` does (on by default)
-        model = load_reward_model(self.model_dir)
+        model = load_in_process(self.model_dir, self.args.threads)
         for name, work in self.workloads.items():
             share = prefix and name == "grpo_text"
-            done = next((r for r in self.rows if (r["system"], r["workload"]) == ("hf-ceiling", name)), None)
+            done = next((r for r in self.rows if (r["system"], r["workload"], r["round"])
+                         == ("hf-ceiling", name, self.round_no)), None)
             if done is not None and not share and not done["shared"]:  # sharing only changes groups: reuse
                 self.add("hf-ceiling", name, prefix, done["seconds"], done["responses"],
                          {k: done[k] for k in ("batch_size", "sweep", "shared")}, done["_rewards"])
@@ -199,25 +197,29 @@ class Compare:
 
     def add(self, system: str, workload: str, prefix: bool, seconds: float, responses: int, extra: dict,
             rewards: list[float] | None) -> None:
-        row = {"system": system, "workload": workload, "prefix_caching": prefix, "responses": responses,
-               "seconds": seconds, "responses_per_s": responses / seconds if seconds else 0.0, **extra}
+        row = {"system": system, "workload": workload, "prefix_caching": prefix, "round": self.round_no,
+               "responses": responses, "seconds": seconds, "responses_per_s": responses / seconds if seconds else 0.0,
+               **extra}
         row["_rewards"] = rewards
         self.rows.append(row)
-        log(f"{system} {workload} prefix={'on' if prefix else 'off'}: {row['responses_per_s']:.2f} r/s")
+        log(f"{system} {workload} prefix={'on' if prefix else 'off'} round {self.round_no}: "
+            f"{row['responses_per_s']:.2f} r/s")
 
     # ── the run ────────────────────────────────────────────────────────────────────────────
     def run(self) -> dict:
         started = time.time()
         load_start = os.getloadavg()
-        for prefix in self.args.prefix_caching:
-            for system in self.args.systems:
-                if system == "vllm-offline":
-                    self.run_offline(prefix)
-                elif system == "hf-ceiling":
-                    self.run_ceiling(prefix)
-                else:
-                    self.run_server(system, prefix)
-                self.save_partial()
+        for round_no in range(1, self.args.repeat + 1):  # every configuration once per round
+            self.round_no = round_no
+            for prefix in self.args.prefix_caching:
+                for system in self.args.systems:
+                    if system == "vllm-offline":
+                        self.run_offline(prefix)
+                    elif system == "hf-ceiling":
+                        self.run_ceiling(prefix)
+                    else:
+                        self.run_server(system, prefix)
+                    self.save_partial()
         self.check_rewards()
         return self.summary(time.time() - started, load_start)
 
@@ -251,6 +253,7 @@ class Compare:
         compare.workloads = dict.fromkeys(TEXT_WORKLOADS)
         for row in compare.rows:
             row.setdefault("_rewards", None)
+            row.setdefault("round", 1)
         compare.check_rewards()
         return compare
 
@@ -258,14 +261,16 @@ class Compare:
         """Max |reward - rmserve-hf's| per row (same items, same order): the systems scored the same thing."""
         for row in self.rows:
             ref = next((r["_rewards"] for r in self.rows if r["system"] == "rmserve-hf"
-                        and r["workload"] == row["workload"] and r["prefix_caching"] == row["prefix_caching"]), None)
+                        and (r["workload"], r["prefix_caching"], r["round"])
+                        == (row["workload"], row["prefix_caching"], row["round"])), None)
             if ref is not None and row["_rewards"] is not None and len(ref) == len(row["_rewards"]):
                 row["max_reward_diff_vs_rmserve_hf"] = max(abs(a - b) for a, b in zip(row["_rewards"], ref,
                                                                                        strict=True))
 
-    def rate(self, system: str, workload: str, prefix: bool) -> float | None:
-        return next((r["responses_per_s"] for r in self.rows if (r["system"], r["workload"], r["prefix_caching"])
-                     == (system, workload, prefix)), None)
+    def rates(self, system: str, workload: str, prefix: bool) -> dict[int, float]:
+        """responses/s by round."""
+        return {r["round"]: r["responses_per_s"] for r in self.rows
+                if (r["system"], r["workload"], r["prefix_caching"]) == (system, workload, prefix)}
 
     def ratios(self) -> list[dict]:
         pairs = [*GOALS, ("rmserve-vllm", "rmserve-vllm-batch"), ("rmserve-vllm", "rmserve-hf")]
@@ -273,13 +278,17 @@ class Compare:
         for prefix in self.args.prefix_caching:
             for workload in self.workloads:
                 for num, den in pairs:
-                    a, b = self.rate(num, workload, prefix), self.rate(den, workload, prefix)
-                    if a is None or not b:
+                    a, b = self.rates(num, workload, prefix), self.rates(den, workload, prefix)
+                    # Each round's ratio is taken within that round (the two ran minutes apart); the verdict
+                    # is on their median, so one noisy round neither passes nor fails a goal by itself.
+                    rounds = [a[k] / b[k] for k in sorted(a) if b.get(k)]
+                    if not rounds:
                         continue
+                    value = statistics.median(rounds)
                     goal = GOALS.get((num, den))
                     out.append({"workload": workload, "prefix_caching": prefix, "ratio": f"{num} / {den}",
-                                "value": a / b, "goal": goal,
-                                "verdict": None if goal is None else ("PASS" if a / b >= goal else "FAIL")})
+                                "value": value, "rounds": rounds, "goal": goal,
+                                "verdict": None if goal is None else ("PASS" if value >= goal else "FAIL")})
         return out
 
 
@@ -304,6 +313,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[1, 8, 32],
                         help="the ceiling's batch sizes (default: 1,8,32)")
     parser.add_argument("--systems", type=lambda s: s.split(","), default=list(SYSTEMS))
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="rounds of every configuration; ratios are medians of per-round ratios (default: 1)")
     parser.add_argument("--prefix-caching", type=lambda s: [{"on": True, "off": False}[x] for x in s.split(",")],
                         default=[True, False], help="on,off (default: both)")
     parser.add_argument("--model-dir", help="a text rmserve checkpoint (default: the bench's ~22M text model)")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 WHAT = {
     "vllm-server": "vLLM's OpenAI server, POST /pooling (states, no reward head)",
     "rmserve-vllm": "rmserve --backend vllm, per-item dispatch (default)",
@@ -16,16 +18,26 @@ def _ms(value) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _rounds(values: list[float]) -> str:
+    """One value, or the median of several with the rounds after it."""
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.median(values):.2f} ({', '.join(f'{v:.2f}' for v in values)})"
+
+
 def pivot(results: dict) -> list[str]:
-    """responses/s, one line per (prefix caching, workload), one column per system (README-sized)."""
+    """responses/s, one line per (prefix caching, workload), one column per system (README-sized); with
+    several rounds, each cell is their median followed by the rounds."""
     systems = [s for s in WHAT if s in results.get("systems", WHAT)]
     lines = ["| prefix caching | workload | " + " | ".join(systems) + " |",
              "|---|---|" + "---:|" * len(systems)]
     keys = dict.fromkeys((r["prefix_caching"], r["workload"]) for r in results["rows"])
     for prefix, workload in keys:
-        rates = {r["system"]: r["responses_per_s"] for r in results["rows"]
-                 if (r["prefix_caching"], r["workload"]) == (prefix, workload)}
-        cells = [f"{rates[s]:.2f}" if s in rates else "not run" for s in systems]
+        rates: dict[str, list[float]] = {}
+        for r in results["rows"]:
+            if (r["prefix_caching"], r["workload"]) == (prefix, workload):
+                rates.setdefault(r["system"], []).append(r["responses_per_s"])
+        cells = [_rounds(rates[s]) if s in rates else "not run" for s in systems]
         lines.append(f"| {'on' if prefix else 'off'} | {workload} | " + " | ".join(cells) + " |")
     return lines
 
@@ -68,21 +80,24 @@ def write_report(results: dict) -> str:
         "| max reward diff vs rmserve-hf | notes |",
         "|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
+    rounds = len({row.get("round", 1) for row in results["rows"]}) > 1
     for row in results["rows"]:
         diff = row.get("max_reward_diff_vs_rmserve_hf")
         note = WHAT.get(row["system"], "")
+        system = f"{row['system']} (round {row.get('round', 1)})" if rounds else row["system"]
         if row["system"] == "hf-ceiling":
             note += f" ({row['batch_size']})"
         lines.append(
-            f"| {'on' if row['prefix_caching'] else 'off'} | {row['workload']} | {row['system']} | "
+            f"| {'on' if row['prefix_caching'] else 'off'} | {row['workload']} | {system} | "
             f"**{row['responses_per_s']:.2f}** | {row['seconds']:.1f} | {_ms(row.get('p50_ms'))} | "
             f"{_ms(row.get('p99_ms'))} | {'-' if diff is None else f'{diff:.1e}'} | {note} |")
-    lines += ["", "## Ratios", "", "| prefix caching | workload | ratio | value | goal | verdict |",
+    lines += ["", "## Ratios", "",
+              "| prefix caching | workload | ratio | value (median, then each round) | goal | verdict |",
               "|---|---|---|---:|---:|---|"]
     for r in results["ratios"]:
         goal = "-" if r["goal"] is None else f">= {r['goal']}"
         lines.append(f"| {'on' if r['prefix_caching'] else 'off'} | {r['workload']} | {r['ratio']} | "
-                     f"{r['value']:.2f} | {goal} | {r['verdict'] or '-'} |")
+                     f"{_rounds(r.get('rounds') or [r['value']])} | {goal} | {r['verdict'] or '-'} |")
     if results.get("vllm_binding"):
         lines += ["", "## vLLM's thread binding (from its logs)", "", "```", *results["vllm_binding"][:4], "```"]
     return "\n".join(lines) + "\n"

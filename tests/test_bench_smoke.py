@@ -341,3 +341,27 @@ def test_composition_replays_sorted_and_arrival_batches_with_equal_rewards(capsy
     assert len(rows) == 3
     assert float(rows[0][1]) >= 1.0 and float(rows[1][1]) >= 1.0 and all(int(r[2]) > 0 for r in rows)
     assert rows[0][5].strip() == "1.000"
+
+
+def test_the_vllm_comparison_judges_the_median_of_its_rounds():
+    from bench.vllm_compare import Compare, parse_args
+    from bench.vllm_report import pivot
+
+    compare = object.__new__(Compare)
+    compare.args, compare.workloads, compare.rows = parse_args(["--repeat", "3"]), {"text": None}, []
+    assert compare.args.repeat == 3
+    server = [5.0, 5.0, 5.0]
+    ours = [5.5, 4.5, 5.25]  # ratios 1.10, 0.90, 1.05: the median passes though one round fails
+    for round_no in (1, 2, 3):
+        compare.round_no = round_no
+        compare.add("vllm-server", "text", True, 1.0, server[round_no - 1], {}, None)
+        compare.add("rmserve-vllm", "text", True, 1.0, ours[round_no - 1], {}, [0.5] * 2)
+        compare.add("rmserve-hf", "text", True, 1.0, 7.0, {}, [0.5 + 0.1 * round_no] * 2)
+    ratio = next(r for r in compare.ratios() if r["ratio"] == "rmserve-vllm / vllm-server")
+    assert ratio["rounds"] == pytest.approx([1.1, 0.9, 1.05]) and ratio["value"] == pytest.approx(1.05)
+    assert ratio["verdict"] == "PASS"
+    compare.check_rewards()  # each round against its own rmserve-hf row
+    diffs = [r.get("max_reward_diff_vs_rmserve_hf") for r in compare.rows if r["system"] == "rmserve-vllm"]
+    assert diffs == pytest.approx([0.1, 0.2, 0.3])
+    cells = pivot({"systems": ["vllm-server", "rmserve-vllm"], "rows": compare.rows})
+    assert "| 5.25 (5.50, 4.50, 5.25) |" in cells[2]
