@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 
+from rmserve.engine import EngineConfig
 from rmserve.engine.batching import select_batch
 from rmserve.models.chunking import plan_chunks
 
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     call_tokens = model.chunk_policy.max_tokens if model.chunk_policy else None
     if call_tokens:
         plans[f"call-sized: {call_tokens}-token batches from {args.in_flight} in flight"] = call_sized_batches(
-            [it.num_tokens for it in flat], args.in_flight, call_tokens, max_batch_size=32)
+            [it.num_tokens for it in flat], args.in_flight, call_tokens, max_batch_size=EngineConfig().max_batch_size)
     run_ceiling(model, groups, args.batch_size)  # warm-up at every shape the sorted plan uses
     rates: dict[str, list[float]] = {name: [] for name in plans}
     rewards: dict[str, list[float]] = {}
