@@ -86,10 +86,14 @@ def test_shutdown_drains_running_calls_and_stops_serving():
         while not s.state.draining:
             assert time.monotonic() < end
             time.sleep(0.01)
-        try:
-            assert _health(channel) == NOT_SERVING
-        except grpc.RpcError as exc:  # or the server already refuses new calls
-            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        # gRPC stays up until the admitted work is done: health reads NOT_SERVING (never a CANCELLED
+        # from a server mid-stop) and new work is refused with UNAVAILABLE and a retry hint.
+        assert _health(channel) == NOT_SERVING
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.Score(pb.ScoreRequest(items=[_item()]), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retry-after" in _meta(refused.value)
+        assert not running.done()
         gate.set()
         assert running.result().items[0].reward  # the running call finished within the grace
 

@@ -12,8 +12,9 @@ stops them. Under ``rmserve serve`` a SIGTERM drains before uvicorn closes anyth
 is in server/shutdown.py); the lifespan's own drain then finds nothing left to wait for.
 
 With ``config.grpc_port`` the lifespan also runs the gRPC server (server/rpc/) over the
-same service: it starts with the app (health NOT_SERVING until the model is ready) and stops first
-on shutdown (NOT_SERVING, new calls refused, running calls get the drain budget).
+same service: it starts with the app (health NOT_SERVING until the model is ready); on shutdown it
+reads NOT_SERVING and refuses new calls with UNAVAILABLE while admitted work drains, and stops once
+that work is done (or the drain budget is spent), before the engines.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from rmserve.server.metrics import Metrics
 from rmserve.server.middleware import ApiKeyMiddleware, BodyLimitMiddleware, RequestContextMiddleware
 from rmserve.server.rest import ROUTERS
 from rmserve.server.rpc import GrpcServer
+from rmserve.server.shutdown import drain
 from rmserve.server.state import AppState
 
 log = logging.getLogger("rmserve.server")
@@ -70,8 +72,11 @@ def create_app(
             yield
         finally:
             # After a SIGTERM drain (server/shutdown.py) this is already done and the budget mostly
-            # spent; otherwise (tests, embedding) the drain starts here with the whole budget.
-            await state.begin_drain(config.drain_timeout_s)
+            # spent; otherwise (tests, embedding, another ASGI server's shutdown) the drain runs here
+            # with the whole budget. gRPC stays up through it: health reads NOT_SERVING and new calls
+            # get UNAVAILABLE with retry-after from the servicer. Stopping grpc.aio first would answer
+            # calls that land mid-stop with CANCELLED (grpc/grpc#41785), which clients do not retry.
+            await drain(state, delay_s=0.0, timeout_s=config.drain_timeout_s)
             if grpc_server is not None:  # NOT_SERVING, refuse new calls, let running ones finish
                 await grpc_server.stop(grace=state.drain_left())
             # Loading runs in a thread that cannot be interrupted: give it the drain budget.
