@@ -10,6 +10,7 @@ unread bytes and lets the request be read and answered.
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -18,7 +19,7 @@ import pytest
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from rmserve.server.connections import Connection
+from rmserve.server.connections import Connection, H11Connection, HttpToolsConnection
 from tests.serving import free_port
 
 KEEP_ALIVE_S = 1
@@ -82,9 +83,57 @@ def test_uvicorn_h11_closes_a_connection_under_its_next_request():
     assert outcome in ("ReadError", "RemoteProtocolError"), outcome
 
 
-def test_connection_answers_a_request_that_arrived_as_its_timer_fired():
-    with ServerThread(Connection) as url:
+PROTOCOLS = [pytest.param(H11Connection, id="h11"),
+             pytest.param(HttpToolsConnection, id="httptools",
+                          marks=pytest.mark.skipif(HttpToolsConnection is None, reason="httptools not installed"))]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_connection_answers_a_request_that_arrived_as_its_timer_fired(protocol):
+    with ServerThread(protocol) as url:
         assert _request_on_an_expiring_connection(url) == "ok"
+
+
+def _settled(predicate, timeout_s: float = 5.0) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def _response(sock: socket.socket) -> bytes:
+    """One whole response of ``app`` (its body is ``ok``), however the server split its writes."""
+    data = b""
+    while not data.endswith(b"\r\n\r\nok"):
+        chunk = sock.recv(1024)
+        assert chunk, data
+        data += chunk
+    return data
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_request_read_in_part_keeps_its_connection_busy(protocol):
+    """The drain closes connections that are not ``busy``: one whose next request the parser has begun
+    (headers not complete, nothing left in the kernel) must count as busy, or it is closed under it."""
+    thread = ServerThread(protocol)
+    with thread as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert _response(sock).startswith(b"HTTP/1.1 200")
+            connections = thread.server.server_state.connections
+            assert _settled(lambda: len(connections) == 1)
+            (conn,) = connections
+            assert _settled(lambda: not conn.busy()) and not conn.fresh()  # answered, idle
+            sock.sendall(b"POST /ok HTTP/1.1\r\nHost: x\r\nContent-Le")  # a next request, in part
+            assert _settled(conn.busy)
+            time.sleep(0.1)  # the loop has read the bytes into its parser by now: still busy
+            assert conn.busy()
+            sock.sendall(b"ngth: 2\r\n\r\nhi")
+            assert _response(sock).startswith(b"HTTP/1.1 200")
+            assert _settled(lambda: not conn.busy())
 
 
 def test_serve_config_keeps_idle_connections_longer_than_clients():
@@ -94,4 +143,5 @@ def test_serve_config_keeps_idle_connections_longer_than_clients():
 
     config = uvicorn_config(object(), ServerConfig())
     assert config.http is Connection
+    assert Connection is (HttpToolsConnection or H11Connection)  # the C parser whenever it is installed
     assert config.timeout_keep_alive > 60 > httpx.Limits().keepalive_expiry
