@@ -25,32 +25,32 @@ from rmserve.api import (
     SlimeRewardRequest,
     SlimeRewardResponse,
 )
-from rmserve.server.rest.deps import ERRORS, Deadline, Service, answer
+from rmserve.server.rest.deps import ERRORS, Work, answer
 
 router = APIRouter(tags=["compat"])
 
 
 @router.post("/get_reward", response_model=GetRewardResponse, responses=ERRORS, summary="OpenRLHF remote RM")
-async def get_reward(body: GetRewardRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.get_reward(body, deadline=deadline))
+async def get_reward(body: GetRewardRequest, request: Request, call: Work):
+    return await answer(request, call.service.get_reward(body, deadline=call.deadline))
 
 
 @router.post("/classify", response_model=ClassifyResponse, responses=ERRORS, summary="vLLM-style classify")
 @router.post("/v1/classify", response_model=ClassifyResponse, include_in_schema=False)
-async def classify(body: ClassifyRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.classify(body, deadline=deadline))
+async def classify(body: ClassifyRequest, request: Request, call: Work):
+    return await answer(request, call.service.classify(body, deadline=call.deadline))
 
 
 @router.post("/pooling", response_model=PoolingResponse, responses=ERRORS, summary="vLLM-style pooling")
-async def pooling(body: PoolingRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.pooling(body, deadline=deadline))
+async def pooling(body: PoolingRequest, request: Request, call: Work):
+    return await answer(request, call.service.pooling(body, deadline=call.deadline))
 
 
 @router.post("/v1/embeddings", response_model=EmbeddingsResponse, responses=ERRORS, summary="SGLang-style embeddings")
-async def embeddings(body: EmbeddingsRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.embeddings(body, deadline=deadline))
+async def embeddings(body: EmbeddingsRequest, request: Request, call: Work):
+    return await answer(request, call.service.embeddings(body, deadline=call.deadline))
 
 
 @router.post("/slime/reward", response_model=SlimeRewardResponse, responses=ERRORS, summary="slime remote RM")
-async def slime_reward(body: SlimeRewardRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.slime_reward(body, deadline=deadline))
+async def slime_reward(body: SlimeRewardRequest, request: Request, call: Work):
+    return await answer(request, call.service.slime_reward(body, deadline=call.deadline))

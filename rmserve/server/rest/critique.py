@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 
 from rmserve.api import CritiqueChunk, CritiqueRequest, CritiqueResponse
 from rmserve.errors import RMServeError
-from rmserve.server.rest.deps import ERRORS, Deadline, Service, answer, client_closed, unless_client_leaves
+from rmserve.server.rest.deps import ERRORS, Work, answer, client_closed, unless_client_leaves
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -29,10 +29,10 @@ router = APIRouter()
     responses={**ERRORS, 200: {"content": {"text/event-stream": {}}, "description": "JSON, or SSE with stream"}},
     summary="Critique a response, then score it (MM-RLHF); streamable",
 )
-async def critique(body: CritiqueRequest, request: Request, service: Service, deadline: Deadline):
+async def critique(body: CritiqueRequest, request: Request, call: Work):
     if not body.stream:
-        return await answer(request, service.critique(body, deadline=deadline))
-    stream = service.critique_stream(body, deadline=deadline)
+        return await answer(request, call.service.critique(body, deadline=call.deadline))
+    stream = call.service.critique_stream(body, deadline=call.deadline)
     first = await unless_client_leaves(request, stream.__anext__())  # input errors raise here, as JSON
     if first is None:
         await stream.aclose()

@@ -1,19 +1,24 @@
 """What every REST route takes from the app, as FastAPI dependencies over ``AppState``'s methods.
 
-    state: State          the app's AppState (server/state.py)
-    service: Service      state.service_or_raise(): 503 + Retry-After while loading, failed or draining
-    deadline: Deadline    state.deadline(x-request-timeout-ms): the request's own, else the server default
+    call: Work            what a route that runs work needs, resolved once per request:
+                            call.service   state.service_or_raise(): 503 + Retry-After while loading,
+                                           failed or draining
+                            call.deadline  state.deadline(x-request-timeout-ms): the request's own, else
+                                           the server default
+                            call.state     the app's AppState (server/state.py)
+    service: Service      call.service alone (routes that take no deadline: uploads, the model list)
+    state: State          the AppState alone (probes, which run whether or not a model is up)
 
 ``answer(request, work)`` awaits a service call and cancels it when the client disconnects first
 (its queued items are dropped before compute); the 499 it returns is for access logs and metrics.
-A new route declares these three and calls one service method: nothing else to wire.
+A new route declares ``call: Work`` and calls one service method: nothing else to wire.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Header, Request
@@ -40,7 +45,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 # The dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency in a worker
-# thread, three thread hops per request for three attribute reads (profiled: bench/README.md).
+# thread, a thread hop per request for attribute reads (profiled: bench/README.md). And a route takes one
+# dependency, not three chained ones: FastAPI's resolution walks every sub-dependency's parameters per
+# request, and that walk was the largest piece of the event loop's CPU after HTTP parsing.
 async def get_state(request: Request) -> AppState:
     return request.app.state.rmserve
 
@@ -48,23 +55,34 @@ async def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-async def get_service(state: State) -> ScoreService:
-    return state.service_or_raise()
+async def get_service(request: Request) -> ScoreService:
+    return request.app.state.rmserve.service_or_raise()
 
 
 Service = Annotated[ScoreService, Depends(get_service)]
 
 
-async def get_deadline(
-    state: State,
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The app's side of one request that runs work on the models."""
+
+    state: AppState
+    service: ScoreService
+    deadline: float | None  # time.monotonic() by which the work must be done; None: no deadline
+
+
+async def get_call(
+    request: Request,
     x_request_timeout_ms: Annotated[
         float | None, Header(gt=0, description="Deadline for this request in milliseconds.")
     ] = None,
-) -> float | None:
-    return state.deadline(x_request_timeout_ms / 1000 if x_request_timeout_ms else None)
+) -> Call:
+    state: AppState = request.app.state.rmserve
+    service = state.service_or_raise()
+    return Call(state, service, state.deadline(x_request_timeout_ms / 1000 if x_request_timeout_ms else None))
 
 
-Deadline = Annotated[float | None, Depends(get_deadline)]
+Work = Annotated[Call, Depends(get_call)]
 
 
 def client_closed() -> JSONResponse:
@@ -79,17 +97,19 @@ async def answer(request: Request, work: Awaitable[T]) -> T | JSONResponse:
 
 async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None:
     """Await ``work``, cancelling it if the client disconnects first (its queued items are then
-    dropped before compute). The body has been read, so the next ASGI message is the disconnect."""
+    dropped before compute). The body has been read, so the next ASGI message is the disconnect.
+
+    The watcher cancels ``work`` from a done callback instead of both being awaited with
+    ``asyncio.wait``, which costs a waiter future and two callbacks per request on the event loop."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
+    watcher.add_done_callback(lambda w: task.cancel() if not w.cancelled() and w.exception() is None else None)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        return await task
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled():  # the client left: this request's end, not ours
             return None
-        return task.result()
+        raise
     finally:
         watcher.cancel()
         if not task.done():

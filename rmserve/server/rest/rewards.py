@@ -24,7 +24,7 @@ from rmserve.api import (
     ScoreRequest,
     ScoreResponse,
 )
-from rmserve.server.rest.deps import ERRORS, Deadline, Service, State, answer, client_closed, unless_client_leaves
+from rmserve.server.rest.deps import ERRORS, Service, Work, answer, client_closed, unless_client_leaves
 
 router = APIRouter()
 
@@ -37,12 +37,12 @@ router = APIRouter()
     summary="Score responses with the reward model",
 )
 async def score(
-    body: ScoreRequest, request: Request, response: Response, state: State, service: Service, deadline: Deadline
+    body: ScoreRequest, request: Request, response: Response, call: Work
 ) -> ScoreResponse | JSONResponse:
-    result = await unless_client_leaves(request, service.score(body, deadline=deadline))
+    result = await unless_client_leaves(request, call.service.score(body, deadline=call.deadline))
     if result is None:
         return client_closed()
-    response.headers.update(dict(state.record_timings(result.timings)))
+    response.headers.update(dict(call.state.record_timings(result.timings)))
     return result.response
 
 
@@ -50,21 +50,21 @@ async def score(
 # reward_a/reward_b/margin/beta are set to null, explicitly); a scalar model's answer keeps its shape.
 @router.post("/v1/compare", response_model=CompareResponse, response_model_exclude_unset=True, responses=ERRORS,
              summary="Compare two responses")
-async def compare(body: CompareRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.compare(body, deadline=deadline))
+async def compare(body: CompareRequest, request: Request, call: Work):
+    return await answer(request, call.service.compare(body, deadline=call.deadline))
 
 
 @router.post("/v1/rank", response_model=RankResponse, response_model_exclude_unset=True, responses=ERRORS,
              summary="Rank N responses (best-of-N, DPO)")
-async def rank(body: RankRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.rank(body, deadline=deadline))
+async def rank(body: RankRequest, request: Request, call: Work):
+    return await answer(request, call.service.rank(body, deadline=call.deadline))
 
 
 @router.post(
     "/v1/safety", response_model=SafetyResponse, responses=ERRORS, summary="Hazard categories and policy action"
 )
-async def safety(body: SafetyRequest, request: Request, service: Service, deadline: Deadline):
-    return await answer(request, service.safety(body, deadline=deadline))
+async def safety(body: SafetyRequest, request: Request, call: Work):
+    return await answer(request, call.service.safety(body, deadline=call.deadline))
 
 
 @router.get(
