@@ -114,6 +114,19 @@ class RssSampler:
         self._thread.join()
 
 
+def _batch_summary(row: dict) -> str:
+    """The server's own batch counters and CPU for a progress line: a time-boxed run (scripts/gpu_run.sh) that
+    never writes its JSON still leaves, in its log, whether a row was bound by the forward or elsewhere."""
+    parts = []
+    if row.get("server_batches"):
+        busy = row["server_batches"] * row["server_batch_ms"] / 1000 / max(row.get("seconds") or 0, 1e-9)
+        parts.append(f"server batches {row['server_mean_batch']:.1f} items x {row['server_batch_ms']:.0f} ms, "
+                     f"worker in a batch {busy:.0%} of the run")
+    if row.get("server_cpu_s") is not None and row.get("seconds"):
+        parts.append(f"server CPU {row['server_cpu_s'] / row['seconds']:.2f} cores")
+    return "".join(f"; {p}" for p in parts)
+
+
 def metric_delta(before: dict[str, float], after: dict[str, float], name: str) -> float:
     """How much a /metrics counter (``scrape_metrics``) grew between two scrapes (0 when absent)."""
     return after.get(name, 0.0) - before.get(name, 0.0)
@@ -302,7 +315,8 @@ class Bench:
             rate, p99 = row.get("responses_per_s") or 0, row.get("p99_ms")
             log(f"{workload}/{system}: {rate:.2f} responses/s over {row.get('seconds', 0):.1f} s"
                 + (f", p99 {p99:.0f} ms" if p99 is not None else "")
-                + (f", peak RSS {row['peak_rss_mib']:.0f} MiB" if row.get("peak_rss_mib") else ""))
+                + (f", peak RSS {row['peak_rss_mib']:.0f} MiB" if row.get("peak_rss_mib") else "")
+                + _batch_summary(row))
         return row
 
     def ceiling_row(self, name: str, system: str, run: CeilingRun) -> None:

@@ -65,3 +65,14 @@ def test_floor_server_parses_and_decodes_and_groups_split_to_fit():
         refused = asyncio.run(drive(url, broken, concurrency=1))
     assert result.ok == 12 and result.rewards == [0.0] * 12
     assert refused.errors[0].startswith("HTTP 422")  # the same ScoreRequest type: unknown fields refused
+
+
+def test_progress_lines_carry_the_servers_batch_counters():
+    """A time-boxed run that never writes its JSON (scripts/gpu_run.sh) still logs what bound each row."""
+    from bench.run import _batch_summary
+
+    row = {"seconds": 5.0, "server_batches": 25, "server_mean_batch": 31.0, "server_batch_ms": 190.0,
+           "server_cpu_s": 9.5}
+    assert _batch_summary(row) == ("; server batches 31.0 items x 190 ms, worker in a batch 95% of the run"
+                                   "; server CPU 1.90 cores")
+    assert _batch_summary({"seconds": 5.0}) == ""  # servers without counters (naive, vLLM's own) log none
