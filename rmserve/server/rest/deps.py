@@ -103,17 +103,22 @@ async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T | None
     ``asyncio.wait``, which costs a waiter future and two callbacks per request on the event loop."""
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(_disconnected(request))
-    watcher.add_done_callback(lambda w: task.cancel() if not w.cancelled() and w.exception() is None else None)
+    watcher.add_done_callback(lambda w: task.cancel() if _client_left(w) else None)
     try:
         return await task
     except asyncio.CancelledError:
-        if watcher.done() and not watcher.cancelled():  # the client left: this request's end, not ours
+        if _client_left(watcher):  # the work was cancelled because the client left: a 499, not our own cancel
             return None
         raise
     finally:
         watcher.cancel()
         if not task.done():
             task.cancel()
+
+
+def _client_left(watcher: asyncio.Future) -> bool:
+    """The disconnect watcher saw the client go (not cancelled, not failed)."""
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None
 
 
 async def _disconnected(request: Request) -> None:
