@@ -77,7 +77,7 @@ def create_app(
             # get UNAVAILABLE with retry-after from the servicer. Stopping grpc.aio first would answer
             # calls that land mid-stop with CANCELLED (grpc/grpc#41785), which clients do not retry.
             await drain(state, delay_s=0.0, timeout_s=config.drain_timeout_s)
-            if grpc_server is not None:  # NOT_SERVING, refuse new calls, let running ones finish
+            if grpc_server is not None:  # calls still running (budget spent) get what is left of it
                 await grpc_server.stop(grace=state.drain_left())
             # Loading runs in a thread that cannot be interrupted: give it the drain budget.
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
